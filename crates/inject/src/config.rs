@@ -160,7 +160,8 @@ impl ProxyConfig {
         let v = &values.values;
         let mut r = Resolver { values, annotations, warnings: Vec::new() };
         let text = |s: &str| Some(s.to_string());
-        let version_default = if v.proxy.image.version.is_empty() { &v.linkerd_version } else { &v.proxy.image.version };
+        let version_default =
+            if v.proxy.image.version.is_empty() { &v.linkerd_version } else { &v.proxy.image.version };
         let pull_default =
             if v.proxy.image.pull_policy.is_empty() { &v.image_pull_policy } else { &v.proxy.image.pull_policy };
         let debug_pull_default = if v.debug_container.image.pull_policy.is_empty() {
@@ -174,13 +175,26 @@ impl ProxyConfig {
             &v.debug_container.image.version
         };
 
-        let proxy_image = r.setting(key::PROXY_IMAGE, "proxy.image.name", v.proxy.image.name.clone(), non_empty, "an image name");
-        let proxy_version = r.setting(key::PROXY_VERSION, "proxy.image.version", version_default.clone(), non_empty, "an image tag");
+        let proxy_image =
+            r.setting(key::PROXY_IMAGE, "proxy.image.name", v.proxy.image.name.clone(), non_empty, "an image name");
+        let proxy_version =
+            r.setting(key::PROXY_VERSION, "proxy.image.version", version_default.clone(), non_empty, "an image tag");
         let image_pull_policy =
             r.setting(key::IMAGE_PULL_POLICY, "proxy.image.pullPolicy", pull_default.clone(), pull_policy, PULL_FORM);
-        let debug_image = r.setting(key::DEBUG_IMAGE, "debugContainer.image.name", v.debug_container.image.name.clone(), non_empty, "an image name");
-        let debug_image_version =
-            r.setting(key::DEBUG_IMAGE_VERSION, "debugContainer.image.version", debug_version_default.clone(), non_empty, "an image tag");
+        let debug_image = r.setting(
+            key::DEBUG_IMAGE,
+            "debugContainer.image.name",
+            v.debug_container.image.name.clone(),
+            non_empty,
+            "an image name",
+        );
+        let debug_image_version = r.setting(
+            key::DEBUG_IMAGE_VERSION,
+            "debugContainer.image.version",
+            debug_version_default.clone(),
+            non_empty,
+            "an image tag",
+        );
         let debug_image_pull_policy = r.setting(
             key::DEBUG_IMAGE_PULL_POLICY,
             "debugContainer.image.pullPolicy",
@@ -191,10 +205,29 @@ impl ProxyConfig {
         let debug_sidecar = r.setting(key::ENABLE_DEBUG_SIDECAR, "", false, key::parse_bool, key::BOOL_FORM);
 
         let port = |p: i64| u16::try_from(p).unwrap_or(0);
-        let control_port = r.setting(key::CONTROL_PORT, "proxy.ports.control", port(v.proxy.ports.control), key::parse_port, key::PORT_FORM);
-        let admin_port = r.setting(key::ADMIN_PORT, "proxy.ports.admin", port(v.proxy.ports.admin), key::parse_port, key::PORT_FORM);
-        let inbound_port = r.setting(key::INBOUND_PORT, "proxy.ports.inbound", port(v.proxy.ports.inbound), key::parse_port, key::PORT_FORM);
-        let outbound_port = r.setting(key::OUTBOUND_PORT, "proxy.ports.outbound", port(v.proxy.ports.outbound), key::parse_port, key::PORT_FORM);
+        let control_port = r.setting(
+            key::CONTROL_PORT,
+            "proxy.ports.control",
+            port(v.proxy.ports.control),
+            key::parse_port,
+            key::PORT_FORM,
+        );
+        let admin_port =
+            r.setting(key::ADMIN_PORT, "proxy.ports.admin", port(v.proxy.ports.admin), key::parse_port, key::PORT_FORM);
+        let inbound_port = r.setting(
+            key::INBOUND_PORT,
+            "proxy.ports.inbound",
+            port(v.proxy.ports.inbound),
+            key::parse_port,
+            key::PORT_FORM,
+        );
+        let outbound_port = r.setting(
+            key::OUTBOUND_PORT,
+            "proxy.ports.outbound",
+            port(v.proxy.ports.outbound),
+            key::parse_port,
+            key::PORT_FORM,
+        );
 
         let port_list = |s: &str| key::parse_port_list(s).map(|_| s.to_string());
         let skip_inbound_ports = r.setting(
@@ -212,14 +245,31 @@ impl ProxyConfig {
             key::PORT_LIST_FORM,
         );
         let cidrs = |s: &str| key::is_cidr_list(s).then(|| s.to_string());
-        let skip_subnets =
-            r.setting(key::SKIP_SUBNETS, "proxyInit.skipSubnets", v.proxy_init.skip_subnets.clone(), cidrs, key::CIDR_LIST_FORM);
+        let skip_subnets = r.setting(
+            key::SKIP_SUBNETS,
+            "proxyInit.skipSubnets",
+            v.proxy_init.skip_subnets.clone(),
+            cidrs,
+            key::CIDR_LIST_FORM,
+        );
         let opaque_ports = r.setting(key::OPAQUE_PORTS, "proxy.opaquePorts", v.proxy.opaque_ports.clone(), text, "");
 
         let resources = &v.proxy.resources;
         let quantity = |s: &str| Quantity::parse(s).filter(|q| q.ceil_whole().is_some()).map(|_| s.to_string());
-        let cpu_request = r.setting(key::PROXY_CPU_REQUEST, "proxy.resources.cpu.request", resources.cpu.request.clone(), quantity, key::QUANTITY_FORM);
-        let cpu_limit = r.setting(key::PROXY_CPU_LIMIT, "proxy.resources.cpu.limit", resources.cpu.limit.clone(), quantity, key::QUANTITY_FORM);
+        let cpu_request = r.setting(
+            key::PROXY_CPU_REQUEST,
+            "proxy.resources.cpu.request",
+            resources.cpu.request.clone(),
+            quantity,
+            key::QUANTITY_FORM,
+        );
+        let cpu_limit = r.setting(
+            key::PROXY_CPU_LIMIT,
+            "proxy.resources.cpu.limit",
+            resources.cpu.limit.clone(),
+            quantity,
+            key::QUANTITY_FORM,
+        );
         let ratio = |s: &str| s.parse::<f64>().ok().filter(|r| *r > 0.0 && *r < 1.0).map(|_| s.to_string());
         let ratio_default = v.proxy.runtime.workers.maximum_cpu_ratio.map(|r| r.to_string()).unwrap_or_default();
         let cpu_ratio_limit = r.setting(
@@ -229,8 +279,20 @@ impl ProxyConfig {
             ratio,
             "a number strictly between 0 and 1, such as 0.2",
         );
-        let memory_request = r.setting(key::PROXY_MEMORY_REQUEST, "proxy.resources.memory.request", resources.memory.request.clone(), quantity, key::QUANTITY_FORM);
-        let memory_limit = r.setting(key::PROXY_MEMORY_LIMIT, "proxy.resources.memory.limit", resources.memory.limit.clone(), quantity, key::QUANTITY_FORM);
+        let memory_request = r.setting(
+            key::PROXY_MEMORY_REQUEST,
+            "proxy.resources.memory.request",
+            resources.memory.request.clone(),
+            quantity,
+            key::QUANTITY_FORM,
+        );
+        let memory_limit = r.setting(
+            key::PROXY_MEMORY_LIMIT,
+            "proxy.resources.memory.limit",
+            resources.memory.limit.clone(),
+            quantity,
+            key::QUANTITY_FORM,
+        );
         let ephemeral_storage_request = r.setting(
             key::PROXY_EPHEMERAL_STORAGE_REQUEST,
             "proxy.resources.ephemeral-storage.request",
@@ -249,8 +311,20 @@ impl ProxyConfig {
         let int64 = |s: &str| s.parse::<i64>().ok();
         let uid = r.setting(key::PROXY_UID, "proxy.uid", v.proxy.uid, int64, "an integer user id");
         let gid = r.setting(key::PROXY_GID, "proxy.gid", v.proxy.gid, int64, "an integer group id (negative: unset)");
-        let log_level = r.setting(key::PROXY_LOG_LEVEL, "proxy.logLevel", v.proxy.log_level.clone(), non_empty, "a log filter such as warn,linkerd=info");
-        let log_format = r.setting(key::PROXY_LOG_FORMAT, "proxy.logFormat", v.proxy.log_format.clone(), one_of(&["plain", "json"]), "plain or json");
+        let log_level = r.setting(
+            key::PROXY_LOG_LEVEL,
+            "proxy.logLevel",
+            v.proxy.log_level.clone(),
+            non_empty,
+            "a log filter such as warn,linkerd=info",
+        );
+        let log_format = r.setting(
+            key::PROXY_LOG_FORMAT,
+            "proxy.logFormat",
+            v.proxy.log_format.clone(),
+            one_of(&["plain", "json"]),
+            "plain or json",
+        );
         let log_http_headers = r.setting(
             key::PROXY_LOG_HTTP_HEADERS,
             "proxy.logHTTPHeaders",
@@ -258,8 +332,13 @@ impl ProxyConfig {
             one_of(&["off", "insecure", ""]),
             "off or insecure",
         );
-        let admin_shutdown =
-            r.setting(key::PROXY_ADMIN_SHUTDOWN, "proxy.enableShutdownEndpoint", v.proxy.enable_shutdown_endpoint, enabled_disabled, "enabled or disabled");
+        let admin_shutdown = r.setting(
+            key::PROXY_ADMIN_SHUTDOWN,
+            "proxy.enableShutdownEndpoint",
+            v.proxy.enable_shutdown_endpoint,
+            enabled_disabled,
+            "enabled or disabled",
+        );
         let external_profiles = r.setting(
             key::ENABLE_EXTERNAL_PROFILES,
             "proxy.enableExternalProfiles",
@@ -282,7 +361,8 @@ impl ProxyConfig {
             key::BOOL_FORM,
         );
         let millis = |s: &str| key::parse_go_duration(s).filter(|n| *n >= 0).map(|n| format!("{}ms", n / 1_000_000));
-        let seconds = |s: &str| key::parse_go_duration(s).filter(|n| *n >= 0).map(|n| format!("{}s", n / 1_000_000_000));
+        let seconds =
+            |s: &str| key::parse_go_duration(s).filter(|n| *n >= 0).map(|n| format!("{}s", n / 1_000_000_000));
         let outbound_connect_timeout = r.setting(
             key::OUTBOUND_CONNECT_TIMEOUT,
             "proxy.outboundConnectTimeout",
@@ -339,8 +419,15 @@ impl ProxyConfig {
             one_of(POLICIES),
             "one of all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, deny, audit",
         );
-        let access_log = r.setting(key::ACCESS_LOG, "proxy.accessLog", v.proxy.access_log.clone(), one_of(&["apache", "json"]), "apache or json");
-        let proxy_await = r.setting(key::PROXY_AWAIT, "proxy.await", v.proxy.r#await, enabled_disabled, "enabled or disabled");
+        let access_log = r.setting(
+            key::ACCESS_LOG,
+            "proxy.accessLog",
+            v.proxy.access_log.clone(),
+            one_of(&["apache", "json"]),
+            "apache or json",
+        );
+        let proxy_await =
+            r.setting(key::PROXY_AWAIT, "proxy.await", v.proxy.r#await, enabled_disabled, "enabled or disabled");
         let gateway = r.setting(key::ENABLE_GATEWAY, "", false, key::parse_bool, key::BOOL_FORM);
         let close_wait_timeout_secs = r.setting(
             key::CLOSE_WAIT_TIMEOUT,
@@ -355,7 +442,8 @@ impl ProxyConfig {
             .into_iter()
             .find(|k| annotations.contains(k))
             .unwrap_or(key::NATIVE_SIDECAR);
-        let native_sidecar = r.setting(native_key, "proxy.nativeSidecar", v.proxy.native_sidecar, key::parse_bool, key::BOOL_FORM);
+        let native_sidecar =
+            r.setting(native_key, "proxy.nativeSidecar", v.proxy.native_sidecar, key::parse_bool, key::BOOL_FORM);
         let wait_before_exit_seconds = r.setting(
             key::WAIT_BEFORE_EXIT_SECONDS,
             "proxy.waitBeforeExitSeconds",
@@ -368,7 +456,9 @@ impl ProxyConfig {
         // An annotated CPU request or limit also sets the worker threads, rounded up to whole
         // cores; the values' own worker settings are used otherwise.
         let whole_cores = |s: &Setting<String>| {
-            (s.source >= Source::NamespaceAnnotation).then(|| Quantity::parse(&s.value).and_then(|q| q.ceil_whole())).flatten()
+            (s.source >= Source::NamespaceAnnotation)
+                .then(|| Quantity::parse(&s.value).and_then(|q| q.ceil_whole()))
+                .flatten()
         };
         let workers = &v.proxy.runtime.workers;
         let workers_min = whole_cores(&cpu_request).or(workers.minimum).map(|n| n.max(1));
@@ -499,7 +589,11 @@ impl Resolver<'_> {
         match parse(raw) {
             Some(value) => Setting { value, source },
             None => {
-                let kept = if base.value.to_string().is_empty() { "no value".to_string() } else { format!("{:?}", base.value.to_string()) };
+                let kept = if base.value.to_string().is_empty() {
+                    "no value".to_string()
+                } else {
+                    format!("{:?}", base.value.to_string())
+                };
                 self.warnings.push(Warning::invalid(annotation, raw, accepted_form, kept));
                 base
             }
@@ -530,7 +624,11 @@ impl Resolver<'_> {
             };
             for entry in entries {
                 let Some(name) = entry.get("name").and_then(Value::as_str).map(str::to_string) else {
-                    self.warnings.push(Warning::ignored(key::ADDITIONAL_ENV, raw, "an entry without a \"name\" was ignored"));
+                    self.warnings.push(Warning::ignored(
+                        key::ADDITIONAL_ENV,
+                        raw,
+                        "an entry without a \"name\" was ignored",
+                    ));
                     continue;
                 };
                 match merged.value.iter_mut().find(|e| e.get("name").and_then(Value::as_str) == Some(&name)) {

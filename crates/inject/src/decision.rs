@@ -26,7 +26,9 @@ impl SkipReason {
             SkipReason::InjectionDisableAnnotationPresent => "injection_disable_annotation_present",
             SkipReason::InvalidInjectAnnotationAtWorkload => "invalid_inject_annotation_at_workload",
             SkipReason::InvalidInjectAnnotationAtNs => "invalid_inject_annotation_at_ns",
-            SkipReason::DisabledAutomountServiceAccountTokenAccount => "disabled_automount_service_account_token_account",
+            SkipReason::DisabledAutomountServiceAccountTokenAccount => {
+                "disabled_automount_service_account_token_account"
+            }
         }
     }
 
@@ -39,8 +41,12 @@ impl SkipReason {
                 "neither the namespace nor the pod have the annotation \"linkerd.io/inject:enabled\""
             }
             SkipReason::InjectionDisableAnnotationPresent => "pod has the annotation \"linkerd.io/inject:disabled\"",
-            SkipReason::InvalidInjectAnnotationAtWorkload => "invalid value for annotation \"linkerd.io/inject\" at workload",
-            SkipReason::InvalidInjectAnnotationAtNs => "invalid value for annotation \"linkerd.io/inject\" at namespace",
+            SkipReason::InvalidInjectAnnotationAtWorkload => {
+                "invalid value for annotation \"linkerd.io/inject\" at workload"
+            }
+            SkipReason::InvalidInjectAnnotationAtNs => {
+                "invalid value for annotation \"linkerd.io/inject\" at namespace"
+            }
             SkipReason::DisabledAutomountServiceAccountTokenAccount => {
                 "automountServiceAccountToken set to \"false\", with Values.identity.serviceAccountTokenProjection set to \"false\""
             }
@@ -154,7 +160,10 @@ mod tests {
         assert_eq!(evaluate_webhook("enabled", "on").skip, Some(SkipReason::InvalidInjectAnnotationAtWorkload));
         assert_eq!(evaluate_webhook("", "").skip, Some(SkipReason::InjectionEnableAnnotationAbsent));
         let disabled = evaluate_webhook("enabled", "disabled");
-        assert_eq!((disabled.skip, disabled.at), (Some(SkipReason::InjectionDisableAnnotationPresent), AnnotationAt::Workload));
+        assert_eq!(
+            (disabled.skip, disabled.at),
+            (Some(SkipReason::InjectionDisableAnnotationPresent), AnnotationAt::Workload)
+        );
         let ns = evaluate_webhook("ingress", "enabled");
         assert_eq!((ns.at, ns.value.as_str()), (AnnotationAt::Namespace, "ingress"));
         let pod = evaluate_webhook("disabled", "enabled");

@@ -40,7 +40,9 @@ pub enum ConfigError {
     IptablesMode(String),
     #[error("proxy.logHTTPHeaders must be \"off\" or \"insecure\", not {0:?}")]
     LogHttpHeaders(String),
-    #[error("proxy.tracing.enabled needs proxy.tracing.collector.endpoint and collector.meshIdentity (serviceAccountName, namespace)")]
+    #[error(
+        "proxy.tracing.enabled needs proxy.tracing.collector.endpoint and collector.meshIdentity (serviceAccountName, namespace)"
+    )]
     IncompleteTracing,
     #[error("invalid control-plane namespace {0:?}: it must match ^[a-zA-Z0-9-]+$")]
     ControlPlaneNamespace(String),
@@ -144,7 +146,10 @@ impl Injector {
         }
         if let Some(tracing) = v.proxy.tracing.as_ref().filter(|t| t.enabled) {
             let identity = &tracing.collector.mesh_identity;
-            if tracing.collector.endpoint.is_empty() || identity.service_account_name.is_empty() || identity.namespace.is_empty() {
+            if tracing.collector.endpoint.is_empty()
+                || identity.service_account_name.is_empty()
+                || identity.namespace.is_empty()
+            {
                 return Err(ConfigError::IncompleteTracing);
             }
         }
@@ -254,7 +259,8 @@ impl Injector {
         let pod_inject = template.annotation(key::INJECT).unwrap_or("");
         outcome.inject_annotation = match origin {
             Origin::Webhook { namespace_annotations, .. } => {
-                let ns_inject = namespace_annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str).unwrap_or("");
+                let ns_inject =
+                    namespace_annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str).unwrap_or("");
                 decision::evaluate_webhook(ns_inject, pod_inject)
             }
             Origin::Cli { overrides, .. } => decision::evaluate_cli(overrides.value(key::INJECT).unwrap_or(pod_inject)),
@@ -305,7 +311,7 @@ impl Injector {
             namespace: None,
             workload_top_level: workload
                 .annotations()
-                .filter(|_| template.pointer != "")
+                .filter(|_| !template.pointer.is_empty())
                 .and_then(|a| a.get(key::ADDITIONAL_ENV))
                 .and_then(Value::as_str),
         };

@@ -227,11 +227,8 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Value {
     e.push(env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", format!("{bind}:{}", c.control_port.value)));
     e.push(env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", format!("{bind}:{admin}")));
     e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", format!("127.0.0.1:{outbound}")));
-    let outbound_addrs = if v.disable_ipv6 {
-        format!("127.0.0.1:{outbound}")
-    } else {
-        format!("127.0.0.1:{outbound},[::1]:{outbound}")
-    };
+    let outbound_addrs =
+        if v.disable_ipv6 { format!("127.0.0.1:{outbound}") } else { format!("127.0.0.1:{outbound},[::1]:{outbound}") };
     e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", outbound_addrs));
     e.push(env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", format!("{bind}:{}", c.inbound_port.value)));
     e.push(env_field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs"));
@@ -409,7 +406,9 @@ pub fn init_container(input: &RenderInput<'_>) -> Value {
     let init = &v.proxy_init;
     let mut args: Vec<String> = Vec::new();
     if init.iptables_mode != "legacy" {
-        args.extend(["--firewall-bin-path", "iptables-nft", "--firewall-save-bin-path", "iptables-nft-save"].map(String::from));
+        args.extend(
+            ["--firewall-bin-path", "iptables-nft", "--firewall-save-bin-path", "iptables-nft-save"].map(String::from),
+        );
     }
     if v.disable_ipv6 {
         args.push("--ipv6=false".into());
@@ -497,13 +496,19 @@ pub fn network_validator(input: &RenderInput<'_>) -> Value {
     let v = input.values;
     let nv = &v.network_validator;
     let or = |s: &str, default: &str| if s.is_empty() { default.to_string() } else { s.to_string() };
-    let (connect, listen) = if v.disable_ipv6 { ("1.1.1.1:20001", "0.0.0.0:4140") } else { ("[fd00::1]:20001", "[::]:4140") };
+    let (connect, listen) =
+        if v.disable_ipv6 { ("1.1.1.1:20001", "0.0.0.0:4140") } else { ("[fd00::1]:20001", "[::]:4140") };
     let args = json!([
-        "--log-format", or(&nv.log_format, "plain"),
-        "--log-level", or(&nv.log_level, "debug"),
-        "--connect-addr", or(&nv.connect_addr, connect),
-        "--listen-addr", or(&nv.listen_addr, listen),
-        "--timeout", or(&nv.timeout, "10s"),
+        "--log-format",
+        or(&nv.log_format, "plain"),
+        "--log-level",
+        or(&nv.log_level, "debug"),
+        "--connect-addr",
+        or(&nv.connect_addr, connect),
+        "--listen-addr",
+        or(&nv.listen_addr, listen),
+        "--timeout",
+        or(&nv.timeout, "10s"),
     ]);
     let security = nv.security_context.clone().map(Value::Object).unwrap_or_else(|| {
         json!({
@@ -592,14 +597,14 @@ mod tests {
 
     #[test]
     fn per_parameter_env_is_sorted_and_stringified() {
-        let tree = json!({"server": {"http2": {"b": 3.14, "appleSauce": true}}});
+        let tree = json!({"server": {"http2": {"b": 2.5, "appleSauce": true}}});
         let mut out = Vec::new();
         per_parameter_env("INBOUND", tree.as_object().unwrap(), &mut out);
         assert_eq!(
             out,
             vec![
                 json!({"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "value": "true"}),
-                json!({"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "value": "3.14"}),
+                json!({"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "value": "2.5"}),
             ]
         );
     }

@@ -103,34 +103,79 @@ fn default_proxy_env_is_in_the_reference_order() {
     assert_eq!(
         env_names,
         [
-            "_pod_name", "_pod_ns", "_pod_uid", "_pod_ip", "_pod_nodeName", "_pod_containerName",
-            "LINKERD2_PROXY_CORES", "LINKERD2_PROXY_CORES_MIN",
-            "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "LINKERD2_PROXY_LOG", "LINKERD2_PROXY_LOG_FORMAT",
-            "LINKERD2_PROXY_DESTINATION_SVC_ADDR", "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
-            "LINKERD2_PROXY_POLICY_SVC_ADDR", "LINKERD2_PROXY_POLICY_WORKLOAD", "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
-            "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", "LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT",
-            "LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT", "LINKERD2_PROXY_CONTROL_STREAM_LIFETIME",
-            "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT", "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
-            "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT", "LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT",
-            "LINKERD2_PROXY_CONTROL_LISTEN_ADDR", "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
-            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", "LINKERD2_PROXY_INBOUND_LISTEN_ADDR", "LINKERD2_PROXY_INBOUND_IPS",
-            "LINKERD2_PROXY_INBOUND_PORTS", "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
-            "LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE",
-            "LINKERD2_PROXY_INBOUND_ACCEPT_USER_TIMEOUT", "LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT",
+            "_pod_name",
+            "_pod_ns",
+            "_pod_uid",
+            "_pod_ip",
+            "_pod_nodeName",
+            "_pod_containerName",
+            "LINKERD2_PROXY_CORES",
+            "LINKERD2_PROXY_CORES_MIN",
+            "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED",
+            "LINKERD2_PROXY_LOG",
+            "LINKERD2_PROXY_LOG_FORMAT",
+            "LINKERD2_PROXY_DESTINATION_SVC_ADDR",
+            "LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS",
+            "LINKERD2_PROXY_POLICY_SVC_ADDR",
+            "LINKERD2_PROXY_POLICY_WORKLOAD",
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+            "LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS",
+            "LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT",
+            "LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT",
+            "LINKERD2_PROXY_CONTROL_STREAM_LIFETIME",
+            "LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT",
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+            "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
+            "LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT",
+            "LINKERD2_PROXY_CONTROL_LISTEN_ADDR",
+            "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR",
+            "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS",
+            "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+            "LINKERD2_PROXY_INBOUND_IPS",
+            "LINKERD2_PROXY_INBOUND_PORTS",
+            "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
+            "LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE",
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE",
+            "LINKERD2_PROXY_INBOUND_ACCEPT_USER_TIMEOUT",
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT",
             "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
-            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL", "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
-            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL", "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
-            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", "LINKERD2_PROXY_DESTINATION_CONTEXT",
-            "_pod_sa", "_l5d_ns", "_l5d_trustdomain", "LINKERD2_PROXY_IDENTITY_DIR", "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
-            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE", "LINKERD2_PROXY_IDENTITY_SVC_ADDR", "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
-            "LINKERD2_PROXY_IDENTITY_SVC_NAME", "LINKERD2_PROXY_DESTINATION_SVC_NAME", "LINKERD2_PROXY_POLICY_SVC_NAME",
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_INTERVAL",
+            "LINKERD2_PROXY_OUTBOUND_SERVER_HTTP2_KEEP_ALIVE_TIMEOUT",
+            "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            "LINKERD2_PROXY_DESTINATION_CONTEXT",
+            "_pod_sa",
+            "_l5d_ns",
+            "_l5d_trustdomain",
+            "LINKERD2_PROXY_IDENTITY_DIR",
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+            "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+            "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+            "LINKERD2_PROXY_DESTINATION_SVC_NAME",
+            "LINKERD2_PROXY_POLICY_SVC_NAME",
         ]
     );
-    assert_eq!(env_value(proxy, "LINKERD2_PROXY_LOG"), Some("warn,linkerd=info,hickory=error,[{headers}]=off,[{request}]=off"));
+    assert_eq!(
+        env_value(proxy, "LINKERD2_PROXY_LOG"),
+        Some("warn,linkerd=info,hickory=error,[{headers}]=off,[{request}]=off")
+    );
     assert_eq!(env_value(proxy, "LINKERD2_PROXY_INBOUND_PORTS"), Some("80"));
-    assert_eq!(env_value(proxy, "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"), Some("25,587,3306,4444,5432,6379,9300,11211"));
-    assert_eq!(env_value(proxy, "LINKERD2_PROXY_IDENTITY_LOCAL_NAME"), Some("$(_pod_sa).$(_pod_ns).serviceaccount.identity.linkerd.cluster.local"));
-    assert_eq!(env_value(proxy, "LINKERD2_PROXY_DESTINATION_SVC_ADDR"), Some("linkerd-dst-headless.linkerd.svc.cluster.local.:8086"));
+    assert_eq!(
+        env_value(proxy, "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"),
+        Some("25,587,3306,4444,5432,6379,9300,11211")
+    );
+    assert_eq!(
+        env_value(proxy, "LINKERD2_PROXY_IDENTITY_LOCAL_NAME"),
+        Some("$(_pod_sa).$(_pod_ns).serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert_eq!(
+        env_value(proxy, "LINKERD2_PROXY_DESTINATION_SVC_ADDR"),
+        Some("linkerd-dst-headless.linkerd.svc.cluster.local.:8086")
+    );
     assert_eq!(proxy["restartPolicy"], "Always");
     assert_eq!(proxy["startupProbe"]["failureThreshold"], 120);
     assert_eq!(proxy["securityContext"]["runAsUser"], 2102);
@@ -148,16 +193,33 @@ fn init_container_args_and_security() {
     assert_eq!(init["name"], "linkerd-init");
     assert_eq!(
         init["args"],
-        json!(["--firewall-bin-path", "iptables-nft", "--firewall-save-bin-path", "iptables-nft-save", "--ipv6=false",
-            "--incoming-proxy-port", "4143", "--outgoing-proxy-port", "4140", "--proxy-uid", "2102",
-            "--inbound-ports-to-ignore", "4190,4191,4567,4568", "--outbound-ports-to-ignore", "4567,4568"])
+        json!([
+            "--firewall-bin-path",
+            "iptables-nft",
+            "--firewall-save-bin-path",
+            "iptables-nft-save",
+            "--ipv6=false",
+            "--incoming-proxy-port",
+            "4143",
+            "--outgoing-proxy-port",
+            "4140",
+            "--proxy-uid",
+            "2102",
+            "--inbound-ports-to-ignore",
+            "4190,4191,4567,4568",
+            "--outbound-ports-to-ignore",
+            "4567,4568"
+        ])
     );
     assert_eq!(init["command"], json!(["/usr/lib/linkerd/linkerd2-proxy-init"]));
     assert_eq!(init["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
     assert_eq!(init["securityContext"]["runAsUser"], 65534);
     assert_eq!(init["securityContext"]["privileged"], false);
     assert_eq!(init["volumeMounts"], json!([{"mountPath": "/run", "name": "linkerd-proxy-init-xtables-lock"}]));
-    assert_eq!(names(&pod["spec"]["volumes"]), ["linkerd-proxy-init-xtables-lock", "linkerd-identity-end-entity", "linkerd-identity-token"]);
+    assert_eq!(
+        names(&pod["spec"]["volumes"]),
+        ["linkerd-proxy-init-xtables-lock", "linkerd-identity-end-entity", "linkerd-identity-token"]
+    );
 }
 
 #[test]
@@ -176,19 +238,35 @@ fn container_ordering_variants() {
     let no_await = json!({"linkerd.io/inject": "enabled", "config.linkerd.io/proxy-await": "disabled"});
     assert_eq!(order(non_native.clone(), no_await), ("setup,linkerd-init".into(), "app,linkerd-proxy".into()));
     let debug = json!({"linkerd.io/inject": "enabled", "config.linkerd.io/enable-debug-sidecar": "true"});
-    assert_eq!(order(non_native, debug.clone()), ("setup,linkerd-init".into(), "linkerd-proxy,app,linkerd-debug".into()));
-    assert_eq!(order(json!({"cniEnabled": true}), debug), ("linkerd-network-validator,linkerd-proxy,setup".into(), "app,linkerd-debug".into()));
-    let annotation_native = json!({"linkerd.io/inject": "enabled", "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true"});
-    assert_eq!(order(json!({"proxy": {"nativeSidecar": false}}), annotation_native).0, "linkerd-init,linkerd-proxy,setup");
+    assert_eq!(
+        order(non_native, debug.clone()),
+        ("setup,linkerd-init".into(), "linkerd-proxy,app,linkerd-debug".into())
+    );
+    assert_eq!(
+        order(json!({"cniEnabled": true}), debug),
+        ("linkerd-network-validator,linkerd-proxy,setup".into(), "app,linkerd-debug".into())
+    );
+    let annotation_native =
+        json!({"linkerd.io/inject": "enabled", "config.alpha.linkerd.io/proxy-enable-native-sidecar": "true"});
+    assert_eq!(
+        order(json!({"proxy": {"nativeSidecar": false}}), annotation_native).0,
+        "linkerd-init,linkerd-proxy,setup"
+    );
 }
 
 #[test]
 fn non_native_lifecycle_hooks() {
     let injector = injector(json!({"proxy": {"nativeSidecar": false}}));
-    let object = pod(json!({"linkerd.io/inject": "enabled", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "30"}), app_spec());
+    let object = pod(
+        json!({"linkerd.io/inject": "enabled", "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "30"}),
+        app_spec(),
+    );
     let pod = applied(&object, &webhook(&injector, &object, json!({})));
     let proxy = proxy_of(&pod);
-    assert_eq!(proxy["lifecycle"]["postStart"]["exec"]["command"], json!(["/usr/lib/linkerd/linkerd-await", "--timeout=2m", "--port=4191"]));
+    assert_eq!(
+        proxy["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["/usr/lib/linkerd/linkerd-await", "--timeout=2m", "--port=4191"])
+    );
     assert_eq!(proxy["lifecycle"]["preStop"]["exec"]["command"], json!(["/bin/sleep", "30"]));
     assert!(proxy.get("restartPolicy").is_none());
     assert!(proxy.get("startupProbe").is_none());
@@ -203,7 +281,18 @@ fn cni_mode_uses_the_network_validator() {
     assert_eq!(validator["name"], "linkerd-network-validator");
     assert_eq!(
         validator["args"],
-        json!(["--log-format", "plain", "--log-level", "debug", "--connect-addr", "1.1.1.1:20001", "--listen-addr", "0.0.0.0:4140", "--timeout", "10s"])
+        json!([
+            "--log-format",
+            "plain",
+            "--log-level",
+            "debug",
+            "--connect-addr",
+            "1.1.1.1:20001",
+            "--listen-addr",
+            "0.0.0.0:4140",
+            "--timeout",
+            "10s"
+        ])
     );
     assert_eq!(validator["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
     assert!(!names(&pod["spec"]["volumes"]).contains(&"linkerd-proxy-init-xtables-lock"));
@@ -284,7 +373,10 @@ fn valid_annotations_change_the_proxy() {
     assert_eq!(proxy["image"], "my.registry/proxy:v9");
     assert_eq!(proxy["imagePullPolicy"], "Always");
     assert_eq!(proxy["ports"][0]["containerPort"], 5143);
-    assert_eq!(proxy["resources"], json!({"limits": {"cpu": "2.5", "memory": "64Mi"}, "requests": {"cpu": "1500m", "ephemeral-storage": "1Gi"}}));
+    assert_eq!(
+        proxy["resources"],
+        json!({"limits": {"cpu": "2.5", "memory": "64Mi"}, "requests": {"cpu": "1500m", "ephemeral-storage": "1Gi"}})
+    );
     assert_eq!(proxy["securityContext"]["runAsGroup"], 4321);
     let env = |name| env_value(proxy, name);
     assert_eq!(env("LINKERD2_PROXY_CORES"), Some("2"));
@@ -322,14 +414,34 @@ fn invalid_annotations_keep_the_default_and_warn() {
     let cases = [
         ("config.linkerd.io/admin-port", "http", "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "0.0.0.0:4191"),
         ("config.linkerd.io/admin-port", "70000", "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "0.0.0.0:4191"),
-        ("config.linkerd.io/proxy-outbound-connect-timeout", "6000", "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", "1000ms"),
+        (
+            "config.linkerd.io/proxy-outbound-connect-timeout",
+            "6000",
+            "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+            "1000ms",
+        ),
         ("config.linkerd.io/proxy-admin-shutdown", "yes", "LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", "false"),
-        ("config.linkerd.io/default-inbound-policy", "allow-all", "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", "all-unauthenticated"),
-        ("config.linkerd.io/enable-external-profiles", "yes", "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", "svc.cluster.local."),
+        (
+            "config.linkerd.io/default-inbound-policy",
+            "allow-all",
+            "LINKERD2_PROXY_INBOUND_DEFAULT_POLICY",
+            "all-unauthenticated",
+        ),
+        (
+            "config.linkerd.io/enable-external-profiles",
+            "yes",
+            "LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES",
+            "svc.cluster.local.",
+        ),
         ("config.linkerd.io/proxy-cpu-request", "lots", "LINKERD2_PROXY_CORES", "1"),
         ("config.linkerd.io/proxy-cpu-ratio-limit", "1.5", "LINKERD2_PROXY_CORES", "1"),
         ("config.linkerd.io/proxy-log-format", "xml", "LINKERD2_PROXY_LOG_FORMAT", "plain"),
-        ("config.linkerd.io/proxy-metrics-hostname-labels", "maybe", "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS", "false"),
+        (
+            "config.linkerd.io/proxy-metrics-hostname-labels",
+            "maybe",
+            "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
+            "false",
+        ),
         ("config.linkerd.io/shutdown-grace-period", "soon", "LINKERD2_PROXY_LOG_FORMAT", "plain"),
     ];
     let injector = injector(json!({}));
@@ -343,7 +455,8 @@ fn invalid_annotations_keep_the_default_and_warn() {
         let pod = applied(&object, &outcome);
         assert_eq!(env_value(proxy_of(&pod), env_name), Some(kept), "{key}={bad}");
     }
-    let object = pod(json!({"linkerd.io/inject": "enabled", "config.linkerd.io/skip-inbound-ports": "80,http"}), app_spec());
+    let object =
+        pod(json!({"linkerd.io/inject": "enabled", "config.linkerd.io/skip-inbound-ports": "80,http"}), app_spec());
     let outcome = webhook(&injector, &object, json!({}));
     assert_eq!(outcome.warnings[0].key, "config.linkerd.io/skip-inbound-ports");
     let pod = applied(&object, &outcome);
@@ -384,15 +497,24 @@ fn opaque_ports_default_is_filtered_and_names_resolve() {
     let object = pod(json!({"linkerd.io/inject": "enabled"}), spec.clone());
     let pod_out = applied(&object, &webhook(&injector, &object, json!({})));
     assert_eq!(pod_out["metadata"]["annotations"]["config.linkerd.io/opaque-ports"], "11211,3306");
-    assert_eq!(env_value(proxy_of(&pod_out), "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"), Some("11211,3306"));
+    assert_eq!(
+        env_value(proxy_of(&pod_out), "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"),
+        Some("11211,3306")
+    );
     assert_eq!(env_value(proxy_of(&pod_out), "LINKERD2_PROXY_INBOUND_PORTS"), Some("11211,3306,80"));
 
-    let named = pod(json!({"linkerd.io/inject": "enabled", "config.linkerd.io/opaque-ports": "mysql, 9000-9010,nope,"}), spec.clone());
+    let named = pod(
+        json!({"linkerd.io/inject": "enabled", "config.linkerd.io/opaque-ports": "mysql, 9000-9010,nope,"}),
+        spec.clone(),
+    );
     let outcome = webhook(&injector, &named, json!({}));
     assert_eq!(outcome.warnings.len(), 1);
     assert!(outcome.warnings[0].message.contains("nope"));
     let pod_out = applied(&named, &outcome);
-    assert_eq!(env_value(proxy_of(&pod_out), "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"), Some("3306,9000-9010"));
+    assert_eq!(
+        env_value(proxy_of(&pod_out), "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"),
+        Some("3306,9000-9010")
+    );
 
     let skipped = pod(json!({}), spec);
     let outcome = webhook(&injector, &skipped, json!({}));
@@ -430,7 +552,12 @@ fn skip_reasons_in_reference_order() {
     let codes: Vec<&str> = outcome.reasons.iter().map(|r| r.code()).collect();
     assert_eq!(
         codes,
-        ["host_network_enabled", "sidecar_already_exists", "injection_disable_annotation_present", "disabled_automount_service_account_token_account"]
+        [
+            "host_network_enabled",
+            "sidecar_already_exists",
+            "injection_disable_annotation_present",
+            "disabled_automount_service_account_token_account"
+        ]
     );
 }
 
@@ -451,17 +578,26 @@ fn capabilities_and_service_account_mount_are_copied() {
     let object = pod(json!({"linkerd.io/inject": "enabled"}), spec);
     let pod = applied(&object, &webhook(&injector, &object, json!({})));
     let proxy = proxy_of(&pod);
-    assert_eq!(proxy["securityContext"]["capabilities"], json!({"add": ["NET_BIND_SERVICE"], "drop": ["ALL", "NET_RAW"]}));
-    let sa_mount = json!({"mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "name": "kube-api", "readOnly": true});
+    assert_eq!(
+        proxy["securityContext"]["capabilities"],
+        json!({"add": ["NET_BIND_SERVICE"], "drop": ["ALL", "NET_RAW"]})
+    );
+    let sa_mount =
+        json!({"mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "name": "kube-api", "readOnly": true});
     assert_eq!(proxy["volumeMounts"][2], sa_mount);
     let init = &pod["spec"]["initContainers"][0];
-    assert_eq!(init["securityContext"]["capabilities"], json!({"add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"], "drop": ["ALL"]}));
+    assert_eq!(
+        init["securityContext"]["capabilities"],
+        json!({"add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"], "drop": ["ALL"]})
+    );
     assert_eq!(init["volumeMounts"][1], sa_mount);
 }
 
 #[test]
 fn additional_env_merges_values_namespace_and_workload() {
-    let injector = injector(json!({"proxy": {"additionalEnv": [{"name": "A", "value": "values"}, {"name": "B", "value": "values"}]}}));
+    let injector = injector(
+        json!({"proxy": {"additionalEnv": [{"name": "A", "value": "values"}, {"name": "B", "value": "values"}]}}),
+    );
     let object = pod(
         json!({"linkerd.io/inject": "enabled", "config.linkerd.io/proxy-additional-env": "[{\"name\":\"B\",\"value\":\"pod\"}]"}),
         app_spec(),
@@ -471,7 +607,14 @@ fn additional_env_merges_values_namespace_and_workload() {
     let pod = applied(&object, &outcome);
     let env = proxy_of(&pod)["env"].as_array().unwrap();
     let tail: Vec<&Value> = env[env.len() - 3..].iter().collect();
-    assert_eq!(tail, [&json!({"name": "A", "value": "ns"}), &json!({"name": "B", "value": "pod"}), &json!({"name": "C", "value": "ns"})]);
+    assert_eq!(
+        tail,
+        [
+            &json!({"name": "A", "value": "ns"}),
+            &json!({"name": "B", "value": "pod"}),
+            &json!({"name": "C", "value": "ns"})
+        ]
+    );
 
     let bad = pod_with_env("not json");
     let outcome = webhook(&injector, &bad, json!({}));
@@ -484,28 +627,42 @@ fn pod_with_env(env: &str) -> Value {
 
 #[test]
 fn tracing_adds_podinfo_and_attributes() {
-    let injector = injector(json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "collector.tracing:4317",
+    let injector =
+        injector(json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "collector.tracing:4317",
         "meshIdentity": {"serviceAccountName": "collector", "namespace": "tracing"}}}}}));
     let mut object = pod(json!({"linkerd.io/inject": "enabled", "resource.opentelemetry.io/team": "blue"}), app_spec());
     object["metadata"]["labels"]["app.kubernetes.io/name"] = json!("web-app");
     let pod = applied(&object, &webhook(&injector, &object, json!({})));
     let proxy = proxy_of(&pod);
-    assert_eq!(env_value(proxy, "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME"), Some("collector.tracing.serviceaccount.identity.linkerd.cluster.local"));
+    assert_eq!(
+        env_value(proxy, "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME"),
+        Some("collector.tracing.serviceaccount.identity.linkerd.cluster.local")
+    );
     assert_eq!(
         env_value(proxy, "LINKERD2_PROXY_TRACE_EXTRA_ATTRIBUTES"),
-        Some("k8s.container.name=$(_pod_containerName)\nk8s.pod.ip=$(_pod_ip)\nk8s.pod.uid=$(_pod_uid)\nservice.name=web-app\nteam=blue\n")
+        Some(
+            "k8s.container.name=$(_pod_containerName)\nk8s.pod.ip=$(_pod_ip)\nk8s.pod.uid=$(_pod_uid)\nservice.name=web-app\nteam=blue\n"
+        )
     );
     assert!(names(&pod["spec"]["volumes"]).contains(&"linkerd-podinfo"));
     assert_eq!(pod["spec"]["volumes"][2]["downwardAPI"]["items"][1]["path"], "annotations");
-    assert!(Injector::new(ValuesDocument::from_value(json!({"proxy": {"tracing": {"enabled": true}}})).unwrap(), "linkerd").is_err());
+    assert!(
+        Injector::new(ValuesDocument::from_value(json!({"proxy": {"tracing": {"enabled": true}}})).unwrap(), "linkerd")
+            .is_err()
+    );
 }
 
 #[test]
 fn owner_labels_follow_the_resolved_owner() {
     let injector = injector(json!({}));
     let object = pod(json!({"linkerd.io/inject": "enabled"}), app_spec());
-    for (kind, label) in [("cronjob", Some("linkerd.io/proxy-cronjob")), ("pod", None), ("statefulset", Some("linkerd.io/proxy-statefulset"))] {
-        let origin = Origin::Webhook { namespace: "ns", namespace_annotations: None, owner: Some(Owner { kind, name: "o" }) };
+    for (kind, label) in [
+        ("cronjob", Some("linkerd.io/proxy-cronjob")),
+        ("pod", None),
+        ("statefulset", Some("linkerd.io/proxy-statefulset")),
+    ] {
+        let origin =
+            Origin::Webhook { namespace: "ns", namespace_annotations: None, owner: Some(Owner { kind, name: "o" }) };
         let outcome = injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap();
         let pod = applied(&object, &outcome);
         let labels = pod["metadata"]["labels"].as_object().unwrap();
@@ -565,7 +722,10 @@ fn cli_refuses_host_network_only_when_it_would_inject() {
     let host = pod(json!({}), json!({"hostNetwork": true, "containers": [{"name": "a"}]}));
     let err = injector.evaluate(&Request { object: &host, kind: None, origin }).unwrap_err();
     assert_eq!(err.to_string(), "failed to inject pod/web: hostNetwork is enabled");
-    let disabled = pod(json!({"linkerd.io/inject": "disabled"}), json!({"hostNetwork": true, "containers": [{"name": "a", "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}));
+    let disabled = pod(
+        json!({"linkerd.io/inject": "disabled"}),
+        json!({"hostNetwork": true, "containers": [{"name": "a", "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}),
+    );
     let outcome = injector.evaluate(&Request { object: &disabled, kind: None, origin }).unwrap();
     assert!(outcome.patch.is_empty() && outcome.udp);
 }
@@ -576,12 +736,17 @@ fn cli_manual_without_trust_anchors_fails_clearly() {
     let overrides = AnnotationSet::default();
     let origin = Origin::Cli { manual: true, overrides: &overrides };
     let object = pod(json!({}), app_spec());
-    assert_eq!(injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap_err(), InjectError::MissingTrustAnchors);
+    assert_eq!(
+        injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap_err(),
+        InjectError::MissingTrustAnchors
+    );
 }
 
 #[test]
 fn bad_values_are_rejected_up_front() {
-    let make = |v: Value| Injector::new(ValuesDocument::from_value(v).unwrap(), "linkerd").map(|_| ()).map_err(|e| e.to_string());
+    let make = |v: Value| {
+        Injector::new(ValuesDocument::from_value(v).unwrap(), "linkerd").map(|_| ()).map_err(|e| e.to_string())
+    };
     assert!(make(json!({"clusterNetworks": "10.0.0.0/8,banana"})).unwrap_err().contains("banana"));
     assert!(make(json!({"proxyInit": {"iptablesMode": "ebpf"}})).unwrap_err().contains("ebpf"));
     assert!(make(json!({"proxyInit": {"iptablesMode": ""}})).is_ok());

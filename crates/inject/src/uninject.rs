@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use crate::render::{
-    DEBUG_CONTAINER, END_ENTITY_VOLUME, INIT_CONTAINER, PODINFO_VOLUME, PROXY_CONTAINER, TOKEN_VOLUME, VALIDATOR_CONTAINER,
-    XTABLES_VOLUME,
+    DEBUG_CONTAINER, END_ENTITY_VOLUME, INIT_CONTAINER, PODINFO_VOLUME, PROXY_CONTAINER, TOKEN_VOLUME,
+    VALIDATOR_CONTAINER, XTABLES_VOLUME,
 };
 use crate::workload::{Kind, Workload};
 
@@ -30,8 +30,11 @@ pub fn uninject(object: &mut Value, purpose: Purpose) -> bool {
     }
     let Some(pointer) = kind.template_pointer() else { return changed };
     let Some(template) = object.pointer_mut(pointer) else { return changed };
-    if !control_plane {
-        changed |= strip_metadata(template.get_mut("metadata"), purpose);
+    if !control_plane && strip_metadata(template.get_mut("metadata"), purpose) {
+        changed = true;
+        if template.get("metadata").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            template.as_object_mut().map(|t| t.remove("metadata"));
+        }
     }
     let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) else { return changed };
     changed |= remove_named(spec, "initContainers", &[INIT_CONTAINER, PROXY_CONTAINER, VALIDATOR_CONTAINER]);
@@ -41,9 +44,8 @@ pub fn uninject(object: &mut Value, purpose: Purpose) -> bool {
 }
 
 fn is_control_plane(object: &Value, kind: Kind) -> bool {
-    let has_label = |v: Option<&Value>| {
-        v.and_then(|m| m.pointer("/metadata/labels/linkerd.io~1control-plane-component")).is_some()
-    };
+    let has_label =
+        |v: Option<&Value>| v.and_then(|m| m.pointer("/metadata/labels/linkerd.io~1control-plane-component")).is_some();
     has_label(Some(object)) || kind.template_pointer().is_some_and(|p| has_label(object.pointer(p)))
 }
 
@@ -110,7 +112,8 @@ mod tests {
 
     #[test]
     fn keeps_disabled_and_for_reinjection_ingress() {
-        let pod = |value: &str| json!({"kind": "Pod", "metadata": {"annotations": {"linkerd.io/inject": value}}, "spec": {}});
+        let pod =
+            |value: &str| json!({"kind": "Pod", "metadata": {"annotations": {"linkerd.io/inject": value}}, "spec": {}});
         let mut disabled = pod("disabled");
         assert!(!uninject(&mut disabled, Purpose::Uninject));
         let mut ingress = pod("ingress");

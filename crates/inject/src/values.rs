@@ -240,7 +240,8 @@ pub struct ProxyValues {
 
 impl Default for ProxyValues {
     fn default() -> Self {
-        let http2_keepalive = serde_json::json!({"server": {"http2": {"keepAliveInterval": "10s", "keepAliveTimeout": "3s"}}});
+        let http2_keepalive =
+            serde_json::json!({"server": {"http2": {"keepAliveInterval": "10s", "keepAliveTimeout": "3s"}}});
         let Value::Object(http2_keepalive) = http2_keepalive else { unreachable!("literal object") };
         ProxyValues {
             image: ImageValues { name: "cr.l5d.io/linkerd/proxy".into(), ..ImageValues::default() },
@@ -501,7 +502,8 @@ mod tests {
 
     #[test]
     fn partial_document_keeps_sibling_defaults() {
-        let doc = ValuesDocument::from_value(json!({"proxy": {"ports": {"admin": 1234}, "opaquePorts": 3306}})).unwrap();
+        let doc =
+            ValuesDocument::from_value(json!({"proxy": {"ports": {"admin": 1234}, "opaquePorts": 3306}})).unwrap();
         assert_eq!(doc.values.proxy.ports.admin, 1234);
         assert_eq!(doc.values.proxy.ports.inbound, 4143);
         assert_eq!(doc.values.proxy.opaque_ports, "3306");

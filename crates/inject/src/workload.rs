@@ -195,7 +195,10 @@ impl<'a> PodTemplate<'a> {
 
     /// Any regular container declares a UDP port (init containers are not checked, §2.2).
     pub fn uses_udp(&self) -> bool {
-        self.containers().iter().flat_map(container_ports).any(|p| p.get("protocol").and_then(Value::as_str) == Some("UDP"))
+        self.containers()
+            .iter()
+            .flat_map(container_ports)
+            .any(|p| p.get("protocol").and_then(Value::as_str) == Some("UDP"))
     }
 
     /// A Linkerd or Istio proxy is already there (§2.3).
@@ -215,7 +218,8 @@ impl<'a> PodTemplate<'a> {
                 || name == "linkerd-init"
                 || name == "istio-init"
         };
-        self.all_containers().map(name_image).any(is_proxy) || self.init_containers().iter().map(name_image).any(is_init)
+        self.all_containers().map(name_image).any(is_proxy)
+            || self.init_containers().iter().map(name_image).any(is_init)
     }
 
     /// The first regular container, whose security context and service-account mount are copied.
@@ -311,7 +315,8 @@ mod tests {
 
     #[test]
     fn sidecars_are_detected_by_name_and_image() {
-        let check = |spec: Value| Workload::new(&json!({"kind": "Pod", "spec": spec}), None).template.unwrap().has_sidecar();
+        let check =
+            |spec: Value| Workload::new(&json!({"kind": "Pod", "spec": spec}), None).template.unwrap().has_sidecar();
         assert!(check(json!({"containers": [{"name": "istio-proxy"}]})));
         assert!(check(json!({"containers": [{"name": "x", "image": "cr.l5d.io/linkerd/proxy:v1"}]})));
         assert!(check(json!({"initContainers": [{"name": "istio-init"}], "containers": []})));

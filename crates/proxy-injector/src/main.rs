@@ -1,1 +1,59 @@
-fn main() {}
+//! `proxy-injector`: automatic Linkerd proxy injection.
+
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod explain;
+mod flags;
+mod input;
+mod report;
+mod transform;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "proxy-injector", version, about = "Automatic Linkerd proxy injection: webhook, CLI and proxy-init")]
+struct Cli {
+    /// Namespace of the Linkerd control plane
+    #[arg(short = 'L', long, global = true, env = "LINKERD_NAMESPACE", default_value = "linkerd")]
+    linkerd_namespace: String,
+    /// Report every check, not only failures
+    #[arg(long, global = true)]
+    verbose: bool,
+    /// Accepted for command-line compatibility with `linkerd inject`; CNI settings come from the values
+    #[arg(long, global = true, hide = true)]
+    cni_namespace: Option<String>,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add the Linkerd proxy (or the inject annotation) to Kubernetes manifests
+    Inject(Box<transform::InjectArgs>),
+    /// Remove the Linkerd proxy from Kubernetes manifests
+    Uninject(transform::UninjectArgs),
+    /// Explain whether and how workloads are injected, and where each setting comes from
+    Explain(explain::ExplainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Inject(args) => transform::inject(args, &cli.cluster, &cli.linkerd_namespace, cli.verbose),
+        Command::Uninject(args) => transform::uninject_command(args),
+        Command::Explain(args) => explain::run(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `explain`: why a workload is (not) injected, with what configuration, and from where each
+//! setting comes. With a namespace it answers as the webhook would for the pods the workload
+//! creates.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use inject::config::AnnotationSet;
+use inject::uninject::{Purpose, uninject};
+use inject::workload::{Kind, Workload};
+use inject::{Injector, Origin, Outcome, Owner, Request};
+use serde_json::{Map, Value, json};
+
+use crate::cluster::ClusterArgs;
+use crate::input;
+use crate::transform::ConfigArgs;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Files, directories, - for standard input, or https:// URLs
+    pub inputs: Vec<String>,
+    /// A Namespace manifest: answer as the webhook would for pods in that namespace
+    #[arg(long, value_name = "NS.yaml", conflicts_with = "namespace")]
+    pub namespace_file: Option<PathBuf>,
+    /// Read this namespace from the cluster and answer as the webhook would
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Also print the exact JSON patch
+    #[arg(long)]
+    pub patch: bool,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: ExplainFormat,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExplainFormat {
+    Table,
+    Json,
+}
+
+/// The namespace the webhook would see.
+struct NamespaceView {
+    name: String,
+    annotations: Map<String, Value>,
+}
+
+pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<()> {
+    let inputs = input::read_all(&args.inputs)?;
+    let injector = args.config.injector(cluster, control_plane_ns)?;
+    let namespace = match (&args.namespace_file, &args.namespace) {
+        (Some(path), _) => Some(namespace_from_file(path)?),
+        (None, Some(name)) => {
+            Some(NamespaceView { name: name.clone(), annotations: cluster.namespace_annotations(name)? })
+        }
+        (None, None) => None,
+    };
+    let mut reports = Vec::new();
+    for input in &inputs {
+        let documents = manifest::parse_stream(&input.text).with_context(|| input.name.clone())?;
+        for document in documents {
+            let objects = match document.value.get("items").and_then(Value::as_array) {
+                Some(items) if document.value.get("kind") == Some(&"List".into()) => items.clone(),
+                _ => vec![document.value.clone()],
+            };
+            for object in objects {
+                let explained = explain(&injector, &object, namespace.as_ref());
+                reports.push(json!({
+                    "input": input.name,
+                    "document": document.index,
+                    "origin": if namespace.is_some() { "webhook" } else { "cli --manual" },
+                    "kind": object.get("kind").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase(),
+                    "name": object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
+                    "result": match explained {
+                        Ok(outcome) => outcome_json(&outcome, args.patch),
+                        Err(error) => json!({"error": error}),
+                    },
+                }));
+            }
+        }
+    }
+    match args.output {
+        ExplainFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ExplainFormat::Table => print!("{}", table(&reports)),
+    }
+    Ok(())
+}
+
+fn namespace_from_file(path: &PathBuf) -> anyhow::Result<NamespaceView> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let documents = manifest::parse_stream(&text).with_context(|| path.display().to_string())?;
+    let namespace = documents
+        .into_iter()
+        .map(|d| d.value)
+        .find(|v| v.get("kind").and_then(Value::as_str) == Some("Namespace"))
+        .with_context(|| format!("{}: no Namespace document", path.display()))?;
+    Ok(NamespaceView {
+        name: namespace.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string(),
+        annotations: namespace.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default(),
+    })
+}
+
+fn explain(injector: &Injector, object: &Value, namespace: Option<&NamespaceView>) -> Result<Outcome, String> {
+    let Some(namespace) = namespace else {
+        let mut clean = object.clone();
+        uninject(&mut clean, Purpose::BeforeInject);
+        let overrides = AnnotationSet::default();
+        let origin = Origin::Cli { manual: true, overrides: &overrides };
+        return injector.evaluate(&Request { object: &clean, kind: None, origin }).map_err(|e| e.to_string());
+    };
+    // The webhook sees pods (and Services); a workload is explained through the pod it creates.
+    let workload = Workload::new(object, None);
+    let owner_kind = workload.kind.filter(|k| !matches!(k, Kind::Pod)).map(Kind::as_str);
+    let pod = match (workload.kind, workload.template) {
+        (Some(Kind::Pod), _) | (_, None) => object.clone(),
+        (_, Some(template)) => json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": template.metadata().cloned().unwrap_or_default(),
+            "spec": template.spec().cloned().unwrap_or_default(),
+        }),
+    };
+    let owner = owner_kind.map(|kind| Owner { kind, name: workload.name() });
+    let origin =
+        Origin::Webhook { namespace: &namespace.name, namespace_annotations: Some(&namespace.annotations), owner };
+    injector.evaluate(&Request { object: &pod, kind: None, origin }).map_err(|e| e.to_string())
+}
+
+fn outcome_json(outcome: &Outcome, with_patch: bool) -> Value {
+    let reasons: Vec<Value> = outcome.reasons.iter().map(|r| json!({"code": r.code(), "text": r.text()})).collect();
+    let configuration: Vec<Value> = outcome
+        .config
+        .as_ref()
+        .map(|c| c.entries())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(setting, value, source)| json!({"setting": setting, "value": value, "source": source.as_str()}))
+        .collect();
+    let mut result = json!({
+        "inject": outcome.injectable,
+        "action": outcome.action,
+        "reasons": reasons,
+        "annotationAt": outcome.inject_annotation.at.as_str(),
+        "warnings": outcome.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "udp": outcome.udp,
+        "annotations": outcome.written_annotations.iter()
+            .map(|(k, v, s)| json!({"key": k, "value": v, "source": s.as_str()})).collect::<Vec<_>>(),
+        "configuration": configuration,
+    });
+    if with_patch {
+        result["patch"] = serde_json::to_value(&outcome.patch).unwrap_or(Value::Null);
+    }
+    result
+}
+
+fn table(reports: &[Value]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let _ = writeln!(
+            out,
+            "{}/{} ({} document {}, as {})",
+            text(&report["kind"]),
+            text(&report["name"]),
+            text(&report["input"]),
+            report["document"],
+            text(&report["origin"])
+        );
+        let result = &report["result"];
+        if let Some(error) = result.get("error") {
+            let _ = writeln!(out, "  error: {}\n", text(error));
+            continue;
+        }
+        if result["inject"] == true {
+            let at = text(&result["annotationAt"]);
+            let _ = writeln!(
+                out,
+                "  decision: inject{}",
+                if at.is_empty() { String::new() } else { format!(" (annotation at {at})") }
+            );
+        } else {
+            let _ = writeln!(out, "  decision: skip");
+            for reason in result["reasons"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "    - {}: {}", text(&reason["code"]), text(&reason["text"]));
+            }
+        }
+        for warning in result["warnings"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  warning: {}", text(warning));
+        }
+        if result["udp"] == true {
+            let _ = writeln!(out, "  warning: the pod declares UDP ports; UDP traffic is not proxied");
+        }
+        let annotations = result["annotations"].as_array().cloned().unwrap_or_default();
+        if !annotations.is_empty() {
+            let _ = writeln!(out, "  annotations written:");
+            for a in &annotations {
+                let _ = writeln!(out, "    {} = {:?} ({})", text(&a["key"]), text(&a["value"]), text(&a["source"]));
+            }
+        }
+        let settings = result["configuration"].as_array().cloned().unwrap_or_default();
+        let (defaults, set): (Vec<Value>, Vec<Value>) = settings.into_iter().partition(|s| s["source"] == "default");
+        if !set.is_empty() {
+            let width = set.iter().map(|s| text(&s["setting"]).len()).max().unwrap_or(0);
+            let _ = writeln!(out, "  configuration (settings not at their chart default):");
+            for s in &set {
+                let value = text(&s["value"]);
+                let shown =
+                    if value.len() > 60 { format!("{}…", &value[..value.floor_char_boundary(60)]) } else { value };
+                let _ = writeln!(out, "    {:width$}  {shown}  [{}]", text(&s["setting"]), text(&s["source"]));
+            }
+        }
+        if !defaults.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {} other settings at their chart defaults (-o json lists every setting)",
+                defaults.len()
+            );
+        }
+        if let Some(patch) = result.get("patch") {
+            let _ = writeln!(out, "  patch:\n{}", serde_json::to_string_pretty(patch).unwrap_or_default());
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! `inject` and `uninject`: text transforms of manifest streams, sharing the engine with the
+//! webhook.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use inject::config::AnnotationSet;
+use inject::uninject::{Purpose, uninject};
+use inject::{Action, Injector, Origin, Request};
+use manifest::{Document, Format};
+use serde_json::Value;
+
+use crate::cluster::ClusterArgs;
+use crate::flags::ProxyFlags;
+use crate::input::{self, Input};
+use crate::report::{self, Entry};
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// Values file in the schema of Linkerd's Helm values (repeatable; later files win)
+    #[arg(long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Do not read the configuration from the cluster; use the chart defaults
+    #[arg(long)]
+    pub ignore_cluster: bool,
+}
+
+impl ConfigArgs {
+    /// Values files if given, else the chart defaults with `--ignore-cluster`, else the cluster's.
+    pub fn load(
+        &self,
+        cluster: &ClusterArgs,
+        control_plane_ns: &str,
+    ) -> anyhow::Result<inject::values::ValuesDocument> {
+        let mut document = inject::values::ValuesDocument::default();
+        if !self.values.is_empty() {
+            for path in &self.values {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read values file {}", path.display()))?;
+                document =
+                    document.merge(parse_values(&text).with_context(|| format!("values file {}", path.display()))?)?;
+            }
+        } else if !self.ignore_cluster {
+            let text = cluster.linkerd_values(control_plane_ns)?;
+            document = document.merge(parse_values(&text).context("the values of ConfigMap linkerd-config")?)?;
+        }
+        Ok(document)
+    }
+
+    pub fn injector(&self, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<Injector> {
+        Ok(Injector::new(self.load(cluster, control_plane_ns)?, control_plane_ns)?)
+    }
+}
+
+fn parse_values(text: &str) -> anyhow::Result<Value> {
+    let documents = manifest::parse_stream(text)?;
+    Ok(documents.into_iter().next().map(|d| d.value).unwrap_or(Value::Null))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+impl From<OutputFormat> for Format {
+    fn from(format: OutputFormat) -> Format {
+        match format {
+            OutputFormat::Yaml => Format::Yaml,
+            OutputFormat::Json => Format::Json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Files, directories, - for standard input, or https:// URLs
+    pub inputs: Vec<String>,
+    /// Add the proxy containers to the output instead of the inject annotation
+    #[arg(long)]
+    pub manual: bool,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub proxy: ProxyFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct UninjectArgs {
+    /// Files, directories, - for standard input, or https:// URLs
+    pub inputs: Vec<String>,
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: OutputFormat,
+}
+
+/// One document's result: the value to write (`None`: write the original text) and the report.
+struct Transformed {
+    value: Option<Value>,
+    entries: Vec<Entry>,
+}
+
+/// Runs `f` on every input and writes each input's output only if all its documents succeeded.
+/// Returns whether every input succeeded.
+fn run_inputs(
+    inputs: &[Input],
+    format: Format,
+    mut transform: impl FnMut(&Value) -> Result<Transformed, String>,
+    report: impl Fn(&[Entry]) -> String,
+) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    for input in inputs {
+        let documents = manifest::parse_stream(&input.text).with_context(|| input.name.clone())?;
+        let mut output = String::new();
+        let mut errors = Vec::new();
+        let mut entries = Vec::new();
+        for document in &documents {
+            match transform(&document.value) {
+                Ok(done) => {
+                    write_document(format, document, done.value.as_ref(), &mut output)
+                        .with_context(|| describe(input, document))?;
+                    entries.extend(done.entries);
+                }
+                Err(message) => errors.push(format!("{}: {message}", describe(input, document))),
+            }
+        }
+        if !errors.is_empty() {
+            let mut message = String::from("Error transforming resources:\n");
+            let _ = write!(message, "{}", errors.join("\n"));
+            eprintln!("{message}");
+            return Ok(false);
+        }
+        stdout.write_all(output.as_bytes())?;
+        stdout.flush()?;
+        eprint!("{}", report(&entries));
+    }
+    Ok(true)
+}
+
+fn write_document(format: Format, document: &Document, value: Option<&Value>, out: &mut String) -> anyhow::Result<()> {
+    match value {
+        Some(value) => format.write_document(value, out)?,
+        None => format.write_unchanged(document, out)?,
+    }
+    Ok(())
+}
+
+/// `<input>: document N (kind/name)`.
+fn describe(input: &Input, document: &Document) -> String {
+    let kind = document.value.get("kind").and_then(Value::as_str).unwrap_or("");
+    let name = document.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    match (kind, name) {
+        ("", _) => format!("{}: document {} (line {})", input.name, document.index, document.line),
+        (kind, name) => format!("{}: document {} ({}/{name})", input.name, document.index, kind.to_ascii_lowercase()),
+    }
+}
+
+/// Applies `f` to a document, or to each item of a `kind: List`.
+fn each_object(value: &Value, mut f: impl FnMut(&Value) -> Result<Transformed, String>) -> Result<Transformed, String> {
+    let Some(items) =
+        value.get("items").and_then(Value::as_array).filter(|_| value.get("kind") == Some(&"List".into()))
+    else {
+        return f(value);
+    };
+    let mut changed = false;
+    let mut new_items = Vec::with_capacity(items.len());
+    let mut entries = Vec::new();
+    for item in items {
+        let done = f(item)?;
+        changed |= done.value.is_some();
+        new_items.push(done.value.unwrap_or_else(|| item.clone()));
+        entries.extend(done.entries);
+    }
+    let value = changed.then(|| {
+        let mut list = value.clone();
+        list["items"] = Value::Array(new_items);
+        list
+    });
+    Ok(Transformed { value, entries })
+}
+
+fn identity(value: &Value) -> (String, String) {
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    (kind, name)
+}
+
+pub fn inject(args: &InjectArgs, cluster: &ClusterArgs, control_plane_ns: &str, verbose: bool) -> anyhow::Result<bool> {
+    let inputs = input::read_all(&args.inputs)?;
+    let injector = args.config.injector(cluster, control_plane_ns)?;
+    let overrides = crate::flags::overrides(&args.proxy, injector.values())?;
+    run_inputs(
+        &inputs,
+        args.output.into(),
+        |value| each_object(value, |object| inject_object(&injector, &overrides, args.manual, object)),
+        |entries| report::inject_report(entries, verbose),
+    )
+}
+
+/// Uninjects silently, then injects: re-running `inject` on its own output changes nothing.
+fn inject_object(
+    injector: &Injector,
+    overrides: &AnnotationSet,
+    manual: bool,
+    object: &Value,
+) -> Result<Transformed, String> {
+    let mut clean = object.clone();
+    let uninjected = uninject(&mut clean, Purpose::BeforeInject);
+    let origin = Origin::Cli { manual, overrides };
+    let outcome = injector.evaluate(&Request { object: &clean, kind: None, origin }).map_err(|e| e.to_string())?;
+    let (kind, name) = identity(object);
+    let verdict = match (outcome.injectable, outcome.action) {
+        (true, _) => "injected",
+        (false, Action::Annotated) => "annotated",
+        _ => "skipped",
+    };
+    let value = if outcome.patch.is_empty() {
+        uninjected.then_some(clean)
+    } else {
+        outcome.patch.apply(&mut clean).map_err(|e| format!("internal error applying the patch: {e}"))?;
+        Some(clean)
+    };
+    let entry = Entry { kind, name, verdict, outcome: Some(outcome) };
+    Ok(Transformed { value, entries: vec![entry] })
+}
+
+pub fn uninject_command(args: &UninjectArgs) -> anyhow::Result<bool> {
+    let inputs = input::read_all(&args.inputs)?;
+    run_inputs(
+        &inputs,
+        args.output.into(),
+        |value| {
+            each_object(value, |object| {
+                let mut clean = object.clone();
+                let changed = uninject(&mut clean, Purpose::Uninject);
+                let (kind, name) = identity(object);
+                let verdict = if changed { "uninjected" } else { "skipped" };
+                Ok(Transformed {
+                    value: changed.then_some(clean),
+                    entries: vec![Entry { kind, name, verdict, outcome: None }],
+                })
+            })
+        },
+        report::uninject_report,
+    )
+}
