@@ -1,11 +1,13 @@
 //! `cargo xtask <task>`: the project's workflows in one place.
 //!
 //! - `test`: every test of the workspace.
-//! - `bench`: the criterion benchmarks.
+//! - `bench`: the criterion benchmarks, then the CLI on a generated 10,000-document manifest.
 
 #![forbid(unsafe_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -18,9 +20,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo).args(args).status().with_context(|| format!("cannot run {cargo}"))?;
+    let status =
+        Command::new(&cargo).args(args).current_dir(workspace_root()).status().with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -32,5 +39,79 @@ fn test() -> anyhow::Result<()> {
 }
 
 fn bench() -> anyhow::Result<()> {
-    cargo(&["bench", "--workspace", "--locked"])
+    cargo(&["bench", "--workspace", "--locked"])?;
+    cargo(&["build", "--release", "--locked", "--package", "proxy-injector"])?;
+    cli_bench()
+}
+
+/// `inject --manual` on 10,000 documents: wall time and peak resident memory.
+fn cli_bench() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let dir = std::env::temp_dir().join(format!("proxy-injector-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let manifest = dir.join("10k.yaml");
+    std::fs::write(&manifest, ten_thousand_documents())?;
+    let output = std::fs::File::create(dir.join("out.yaml"))?;
+    let started = Instant::now();
+    let mut child = Command::new(root.join("target/release/proxy-injector"))
+        .args(["inject", "--manual", "--values"])
+        .arg(root.join("examples/values.yaml"))
+        .arg(&manifest)
+        .stdout(output)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        // VmHWM is the process's own high-water mark, so polling cannot miss the peak.
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            peak_kib = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(peak_kib);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let elapsed = started.elapsed();
+    let size = std::fs::metadata(&manifest)?.len();
+    std::fs::remove_dir_all(&dir)?;
+    if !status.success() {
+        bail!("inject failed on the benchmark manifest ({status})");
+    }
+    println!(
+        "cli inject --manual, 10,000 documents ({:.1} MB): {:.2} s, peak RSS {} MB",
+        size as f64 / 1e6,
+        elapsed.as_secs_f64(),
+        peak_kib / 1024
+    );
+    Ok(())
+}
+
+/// Deployments, StatefulSets and DaemonSets (10 env vars each), Services and ConfigMaps.
+fn ten_thousand_documents() -> String {
+    let mut out = String::new();
+    for i in 0..10_000 {
+        let kind = ["Deployment", "StatefulSet", "DaemonSet", "Service", "ConfigMap"][i % 5];
+        let ns = i % 20;
+        out.push_str("---\n");
+        match kind {
+            "ConfigMap" => out.push_str(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: obj-{i}\n  namespace: ns-{ns}\ndata:\n  key: value\n"
+            )),
+            "Service" => out.push_str(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: ns-{ns}\nspec:\n  ports:\n  - port: 80\n    targetPort: 8080\n"
+            )),
+            _ => {
+                let env: String =
+                    (0..10).map(|j| format!("        - name: VAR_{j}\n          value: \"v{j}\"\n")).collect();
+                out.push_str(&format!(
+                    "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: app-{i}\n  namespace: ns-{ns}\nspec:\n  selector:\n    matchLabels:\n      app: app-{i}\n  template:\n    metadata:\n      labels:\n        app: app-{i}\n    spec:\n      containers:\n      - name: app\n        image: registry.example/app:v{i}\n        env:\n{env}        ports:\n        - containerPort: 8080\n          name: http\n"
+                ));
+            }
+        }
+    }
+    out
 }

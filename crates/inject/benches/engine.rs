@@ -1,1 +1,70 @@
-fn main() {}
+//! Decision + patch for one pod, as the webhook computes it per admission.
+//! Run: cargo bench -p proxy-injector-inject --bench engine
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use inject::values::ValuesDocument;
+use inject::{Injector, Origin, Owner, Request};
+use serde_json::{Value, json};
+
+/// The binary's allocator, so the figures are the ones the webhook and CLI get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn injector() -> Injector {
+    let values = json!({"identityTrustAnchorsPEM": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"});
+    Injector::new(ValuesDocument::from_value(values).unwrap(), "linkerd").unwrap()
+}
+
+fn container(name: &str, env_vars: usize) -> Value {
+    let env: Vec<Value> =
+        (0..env_vars).map(|i| json!({"name": format!("VAR_{i}"), "value": format!("value-{i}")})).collect();
+    json!({"name": name, "image": format!("registry.example/{name}:v1.2.3"), "env": env,
+        "ports": [{"containerPort": 8080, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}})
+}
+
+fn pod(containers: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-7d9c8-", "namespace": "emojivoto", "labels": {"app": "web", "pod-template-hash": "7d9c8"},
+            "annotations": {"linkerd.io/inject": "enabled"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9c8", "uid": "1", "controller": true}]},
+        "spec": {"containers": containers, "serviceAccountName": "web"}})
+}
+
+/// A pod of about `bytes` of JSON: containers with many env vars.
+fn pod_of_size(bytes: usize) -> Value {
+    let mut containers = Vec::new();
+    while serde_json::to_vec(&pod(containers.clone())).unwrap().len() < bytes {
+        containers.push(container(&format!("c{}", containers.len()), 50));
+    }
+    pod(containers)
+}
+
+fn evaluate(injector: &Injector, object: &Value) -> usize {
+    let owner = Owner { kind: "deployment", name: "web" };
+    let origin = Origin::Webhook { namespace: "emojivoto", namespace_annotations: None, owner: Some(owner) };
+    let outcome = injector.evaluate(&Request { object, kind: None, origin }).unwrap();
+    outcome.patch.to_json().len()
+}
+
+fn bench(c: &mut Criterion) {
+    let injector = injector();
+    let cases = [
+        ("typical (2 containers, 10 env vars)", pod(vec![container("web", 10), container("sidecar", 0)])),
+        ("1000 env vars", pod(vec![container("web", 1000)])),
+        ("64 KB pod spec", pod_of_size(64 * 1024)),
+    ];
+    let mut group = c.benchmark_group("decision+patch");
+    for (name, object) in &cases {
+        let size = serde_json::to_vec(object).unwrap().len();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), object, |b, object| {
+            b.iter(|| evaluate(&injector, object))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

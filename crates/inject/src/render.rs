@@ -1,5 +1,6 @@
 //! The objects injection adds to a pod (§5): the proxy, the init container or network validator,
-//! the debug sidecar and the volumes. Keys are emitted in sorted order, as the reference does.
+//! the debug sidecar and the volumes. Keys are inserted in sorted order, as the reference emits
+//! them (values copied from the user's configuration keep their own order).
 
 use serde_json::{Map, Value, json};
 
@@ -99,27 +100,43 @@ impl RenderInput<'_> {
     }
 }
 
+/// A two-key object, allocated at its final size (the proxy has about 60 env vars).
+fn pair(k1: &str, v1: Value, k2: &str, v2: Value) -> Value {
+    let mut map = Map::with_capacity(2);
+    map.insert(k1.into(), v1);
+    map.insert(k2.into(), v2);
+    Value::Object(map)
+}
+
+fn single(key: &str, value: Value) -> Value {
+    let mut map = Map::with_capacity(1);
+    map.insert(key.into(), value);
+    Value::Object(map)
+}
+
 fn env(name: &str, value: impl Into<String>) -> Value {
-    json!({"name": name, "value": value.into()})
+    pair("name", Value::String(name.into()), "value", Value::String(value.into()))
 }
 
 fn env_field(name: &str, field_path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}})
+    let field_ref = single("fieldRef", single("fieldPath", Value::String(field_path.into())));
+    pair("name", Value::String(name.into()), "valueFrom", field_ref)
 }
 
 fn http_probe(path: &str, port: u16, probe: &crate::values::ProbeValues) -> Value {
-    let mut p = json!({"httpGet": {"path": path, "port": port}, "initialDelaySeconds": probe.initial_delay_seconds});
-    let fields = [
-        ("failureThreshold", probe.failure_threshold),
-        ("periodSeconds", probe.period_seconds),
-        ("timeoutSeconds", probe.timeout_seconds),
-    ];
-    for (key, value) in fields {
-        if let Some(value) = value {
-            p[key] = json!(value);
-        }
+    let mut p = Map::new();
+    if let Some(threshold) = probe.failure_threshold {
+        p.insert("failureThreshold".into(), json!(threshold));
     }
-    p
+    p.insert("httpGet".into(), json!({"path": path, "port": port}));
+    p.insert("initialDelaySeconds".into(), json!(probe.initial_delay_seconds));
+    if let Some(period) = probe.period_seconds {
+        p.insert("periodSeconds".into(), json!(period));
+    }
+    if let Some(timeout) = probe.timeout_seconds {
+        p.insert("timeoutSeconds".into(), json!(timeout));
+    }
+    Value::Object(p)
 }
 
 /// `appleSauce` → `APPLE_SAUCE`, `http2` → `HTTP2`.
@@ -334,7 +351,7 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Value {
     }
     mounts.extend(input.copied_service_account_mount());
     proxy.insert("volumeMounts".into(), Value::Array(mounts));
-    sorted(Value::Object(proxy))
+    Value::Object(proxy)
 }
 
 fn tracing_env(input: &RenderInput<'_>, tracing: &crate::values::TracingValues, td: &str, e: &mut Vec<Value>) {
@@ -488,7 +505,7 @@ pub fn init_container(input: &RenderInput<'_>) -> Value {
     container.insert("securityContext".into(), Value::Object(security));
     container.insert("terminationMessagePolicy".into(), json!("FallbackToLogsOnError"));
     container.insert("volumeMounts".into(), Value::Array(mounts));
-    sorted(Value::Object(container))
+    Value::Object(container)
 }
 
 /// The CNI-mode init container that proves the redirect works (§5.4).
@@ -533,7 +550,7 @@ pub fn network_validator(input: &RenderInput<'_>) -> Value {
     if nv.enable_security_context {
         container.insert("securityContext".into(), security);
     }
-    sorted(Value::Object(container))
+    Value::Object(container)
 }
 
 /// The `linkerd-debug` sidecar (§5.5).
@@ -569,19 +586,6 @@ pub fn podinfo_volume() -> Value {
 pub fn token_volume() -> Value {
     json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
         "audience": "identity.l5d.io", "expirationSeconds": 86400, "path": "linkerd-identity-token"}}]}})
-}
-
-/// Recursively sorts object keys, so injected objects read the same whatever built them.
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -862,3 +862,45 @@ proptest! {
         }
     }
 }
+
+/// Injected objects are written with sorted keys, like the reference, so diffs stay stable.
+#[test]
+fn injected_objects_have_sorted_keys() {
+    fn assert_sorted(value: &Value, path: &str) {
+        match value {
+            Value::Object(map) => {
+                let keys: Vec<&String> = map.keys().collect();
+                let mut sorted = keys.clone();
+                sorted.sort();
+                assert_eq!(keys, sorted, "keys at {path}");
+                for (k, v) in map {
+                    assert_sorted(v, &format!("{path}/{k}"));
+                }
+            }
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| assert_sorted(v, &format!("{path}/{i}"))),
+            _ => {}
+        }
+    }
+    let spec = json!({"containers": [{"name": "app", "securityContext": {"capabilities": {"add": ["A"], "drop": ["B"]}},
+        "volumeMounts": [{"name": "sa", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]}]});
+    for values in [
+        json!({}),
+        json!({"proxy": {"nativeSidecar": false}}),
+        json!({"cniEnabled": true}),
+        injector_values_with_everything(),
+    ] {
+        let injector = injector(values);
+        let annotations = json!({"linkerd.io/inject": "enabled", "config.linkerd.io/enable-debug-sidecar": "true",
+            "config.linkerd.io/proxy-cpu-limit": "1", "config.linkerd.io/proxy-memory-request": "1Mi",
+            "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "3", "config.linkerd.io/proxy-gid": "7"});
+        let object = pod(annotations, spec.clone());
+        for op in webhook(&injector, &object, json!({})).patch.operations() {
+            assert_sorted(&op.value, &op.path);
+        }
+    }
+}
+
+fn injector_values_with_everything() -> Value {
+    json!({"proxy": {"nativeSidecar": false, "await": false, "tracing": {"enabled": true, "collector": {"endpoint": "c:1",
+        "meshIdentity": {"serviceAccountName": "s", "namespace": "n"}}}}, "proxyInit": {"runAsRoot": true}})
+}

@@ -9,13 +9,13 @@ use serde_json::Value;
 
 /// One document of a stream.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Document {
+pub struct Document<'a> {
     /// Position in the stream, from 1, counting only non-empty documents.
     pub index: usize,
     /// First line of the document in the stream, from 1.
     pub line: usize,
     /// The document's original text.
-    pub text: String,
+    pub text: &'a str,
     pub value: Value,
 }
 
@@ -28,33 +28,37 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Splits and parses a stream. Documents that hold nothing (only comments or blank lines) are
-/// dropped.
-pub fn parse_stream(text: &str) -> Result<Vec<Document>, ParseError> {
+/// Splits and parses a whole stream. Documents that hold nothing (only comments or blank lines)
+/// are dropped.
+pub fn parse_stream(text: &str) -> Result<Vec<Document<'_>>, ParseError> {
+    documents(text).collect()
+}
+
+/// The documents of a stream, each parsed only when it is reached, so a large stream never has
+/// to be held parsed in memory at once.
+pub fn documents(text: &str) -> Box<dyn Iterator<Item = Result<Document<'_>, ParseError>> + '_> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if let Some(documents) = parse_json_stream(text) {
-        return Ok(documents);
+        return Box::new(documents.into_iter().map(Ok));
     }
-    let mut documents = Vec::new();
-    for (line, chunk) in split_yaml(text) {
-        let index = documents.len() + 1;
+    let mut index = 0;
+    Box::new(split_yaml(text).filter_map(move |(line, chunk)| {
         let options = serde_saphyr::options! { legacy_octal_numbers: true };
-        let parsed: Vec<Value> = serde_saphyr::from_multiple_with_options(&chunk, options).map_err(|e| ParseError {
-            index,
-            line,
-            message: relocate(&e.to_string(), line),
-        })?;
-        match parsed.into_iter().find(|v| !v.is_null()) {
-            Some(value) => documents.push(Document { index, line, text: chunk, value }),
-            None => continue,
+        let parsed: Result<Vec<Value>, _> = serde_saphyr::from_multiple_with_options(chunk, options);
+        match parsed {
+            Err(e) => Some(Err(ParseError { index: index + 1, line, message: relocate(&e.to_string(), line) })),
+            Ok(values) => {
+                let value = values.into_iter().find(|v| !v.is_null())?;
+                index += 1;
+                Some(Ok(Document { index, line, text: chunk, value }))
+            }
         }
-    }
-    Ok(documents)
+    }))
 }
 
 /// JSON input (one value or several concatenated). `None` when the text is not JSON, so the YAML
 /// reader (which also reads JSON, and reports errors with lines) takes over.
-fn parse_json_stream(text: &str) -> Option<Vec<Document>> {
+fn parse_json_stream(text: &str) -> Option<Vec<Document<'_>>> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with(['{', '[']) {
         return None;
@@ -65,43 +69,51 @@ fn parse_json_stream(text: &str) -> Option<Vec<Document>> {
     while let Some(next) = stream.next() {
         let value = next.ok()?;
         let end = stream.byte_offset();
-        let chunk = &text[start..end];
-        let first_char = start + (chunk.len() - chunk.trim_start().len());
+        let chunk = text[start..end].trim();
+        let first_char = start + (text[start..end].len() - text[start..end].trim_start().len());
         let line = text[..first_char].matches('\n').count() + 1;
-        documents.push(Document {
-            index: documents.len() + 1,
-            line,
-            text: text[start..end].trim().to_string() + "\n",
-            value,
-        });
+        documents.push(Document { index: documents.len() + 1, line, text: chunk, value });
         start = end;
     }
     Some(documents)
 }
 
-/// Splits a YAML stream at document markers, returning each chunk with its first line number.
-fn split_yaml(text: &str) -> Vec<(usize, String)> {
-    let mut chunks = Vec::new();
-    let mut current = String::new();
-    let mut start_line = 1;
+/// Splits a YAML stream at document markers, yielding each non-blank chunk with its first line.
+fn split_yaml(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut rest = text;
+    let mut line = 1;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (start_line, chunk, after, after_line) = next_chunk(rest, line);
+            rest = after;
+            line = after_line;
+            if !chunk.trim().is_empty() {
+                return Some((start_line, chunk));
+            }
+        }
+        None
+    })
+}
+
+/// The text up to the next document marker, the text after it, and their first lines. Content on
+/// a start marker's line (`--- {a: 1}`) belongs to the new document.
+fn next_chunk(text: &str, first_line: usize) -> (usize, &str, &str, usize) {
+    let mut offset = 0;
     for (number, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
         let is_end = bare == "..." || bare.starts_with("... ");
         if is_start || is_end {
-            chunks.push((start_line, std::mem::take(&mut current)));
-            start_line = number + 2;
+            let marker_line = first_line + number;
+            let chunk = &text[..offset];
             if is_start && bare.len() > 3 {
-                // Content on the marker line (`--- {a: 1}`) belongs to the new document.
-                current.push_str(&line[4..]);
-                start_line = number + 1;
+                return (first_line, chunk, &text[offset + 4..], marker_line);
             }
-            continue;
+            return (first_line, chunk, &text[offset + line.len()..], marker_line + 1);
         }
-        current.push_str(line);
+        offset += line.len();
     }
-    chunks.push((start_line, current));
-    chunks.into_iter().filter(|(_, chunk)| !chunk.trim().is_empty()).collect()
+    (first_line, text, "", first_line)
 }
 
 /// Rewrites `line N` in a parser message to the stream's line numbering.
@@ -159,10 +171,10 @@ impl Format {
     }
 
     /// Writes a document that was not changed: its original text for YAML.
-    pub fn write_unchanged(self, document: &Document, out: &mut String) -> Result<(), EmitError> {
+    pub fn write_unchanged(self, document: &Document<'_>, out: &mut String) -> Result<(), EmitError> {
         match self {
             Format::Yaml => {
-                out.push_str(&document.text);
+                out.push_str(document.text);
                 if !document.text.ends_with('\n') {
                     out.push('\n');
                 }

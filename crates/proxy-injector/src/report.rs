@@ -4,6 +4,8 @@ use std::fmt::Write;
 use std::io::IsTerminal;
 
 use inject::Outcome;
+use inject::annotation::Warning;
+use inject::decision::SkipReason;
 
 /// What happened to one object, as the report summarizes it.
 pub struct Entry {
@@ -11,7 +13,33 @@ pub struct Entry {
     pub name: String,
     /// `injected`, `annotated`, `skipped` or `uninjected`.
     pub verdict: &'static str,
-    pub outcome: Option<Outcome>,
+    pub checks: Option<Checks>,
+}
+
+/// The parts of an [`Outcome`] the inject report reads; kept instead of the outcome itself, whose
+/// patch is large, so a long stream is reported in little memory.
+pub struct Checks {
+    host_network: bool,
+    sidecar: bool,
+    disabled: bool,
+    udp: bool,
+    automount_disabled: bool,
+    supported: bool,
+    warnings: Vec<Warning>,
+}
+
+impl Checks {
+    pub fn of(outcome: Outcome) -> Checks {
+        Checks {
+            host_network: outcome.host_network,
+            sidecar: outcome.sidecar,
+            disabled: outcome.reasons.contains(&SkipReason::InjectionDisableAnnotationPresent),
+            udp: outcome.udp,
+            automount_disabled: outcome.automount_disabled,
+            supported: outcome.injectable || outcome.annotatable,
+            warnings: outcome.warnings,
+        }
+    }
 }
 
 impl Entry {
@@ -36,8 +64,8 @@ fn marks() -> Marks {
 /// The inject report: checks, annotation warnings, then one line per object.
 pub fn inject_report(entries: &[Entry], verbose: bool) -> String {
     let Marks { ok, warn } = marks();
-    let outcomes: Vec<(&Entry, &Outcome)> = entries.iter().filter_map(|e| e.outcome.as_ref().map(|o| (e, o))).collect();
-    let offenders = |pick: fn(&Outcome) -> bool| -> Vec<String> {
+    let outcomes: Vec<(&Entry, &Checks)> = entries.iter().filter_map(|e| e.checks.as_ref().map(|c| (e, c))).collect();
+    let offenders = |pick: fn(&Checks) -> bool| -> Vec<String> {
         outcomes.iter().filter(|(_, o)| pick(o)).map(|(e, _)| e.label()).collect()
     };
     let mut out = String::from("\n");
@@ -64,13 +92,13 @@ pub fn inject_report(entries: &[Entry], verbose: bool) -> String {
         format!("known 3rd party sidecar detected in {}", sidecars.join(", ")),
         "pods do not have a 3rd party proxy or initContainer already injected",
     );
-    let disabled = offenders(|o| o.reasons.contains(&inject::decision::SkipReason::InjectionDisableAnnotationPresent));
+    let disabled = offenders(|o| o.disabled);
     check(
         disabled.clone(),
         format!("\"linkerd.io/inject: disabled\" annotation set on {}", disabled.join(", ")),
         "pods are not annotated to disable injection",
     );
-    let supported = outcomes.iter().any(|(_, o)| o.injectable || o.annotatable);
+    let supported = outcomes.iter().any(|(_, o)| o.supported);
     let none = if supported { Vec::new() } else { vec![String::new()] };
     check(none, "no supported objects found".into(), "at least one resource can be injected or annotated");
     let udp = offenders(|o| o.udp);

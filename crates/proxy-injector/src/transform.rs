@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::cluster::ClusterArgs;
 use crate::flags::ProxyFlags;
 use crate::input::{self, Input};
-use crate::report::{self, Entry};
+use crate::report::{self, Checks, Entry};
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Default, Args)]
@@ -117,18 +117,18 @@ fn run_inputs(
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     for input in inputs {
-        let documents = manifest::parse_stream(&input.text).with_context(|| input.name.clone())?;
         let mut output = String::new();
         let mut errors = Vec::new();
         let mut entries = Vec::new();
-        for document in &documents {
+        for document in manifest::documents(&input.text) {
+            let document = document.with_context(|| input.name.clone())?;
             match transform(&document.value) {
                 Ok(done) => {
-                    write_document(format, document, done.value.as_ref(), &mut output)
-                        .with_context(|| describe(input, document))?;
+                    write_document(format, &document, done.value.as_ref(), &mut output)
+                        .with_context(|| describe(input, &document))?;
                     entries.extend(done.entries);
                 }
-                Err(message) => errors.push(format!("{}: {message}", describe(input, document))),
+                Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
             }
         }
         if !errors.is_empty() {
@@ -144,7 +144,12 @@ fn run_inputs(
     Ok(true)
 }
 
-fn write_document(format: Format, document: &Document, value: Option<&Value>, out: &mut String) -> anyhow::Result<()> {
+fn write_document(
+    format: Format,
+    document: &Document<'_>,
+    value: Option<&Value>,
+    out: &mut String,
+) -> anyhow::Result<()> {
     match value {
         Some(value) => format.write_document(value, out)?,
         None => format.write_unchanged(document, out)?,
@@ -153,7 +158,7 @@ fn write_document(format: Format, document: &Document, value: Option<&Value>, ou
 }
 
 /// `<input>: document N (kind/name)`.
-fn describe(input: &Input, document: &Document) -> String {
+fn describe(input: &Input, document: &Document<'_>) -> String {
     let kind = document.value.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = document.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     match (kind, name) {
@@ -227,7 +232,7 @@ fn inject_object(
         outcome.patch.apply(&mut clean).map_err(|e| format!("internal error applying the patch: {e}"))?;
         Some(clean)
     };
-    let entry = Entry { kind, name, verdict, outcome: Some(outcome) };
+    let entry = Entry { kind, name, verdict, checks: Some(Checks::of(outcome)) };
     Ok(Transformed { value, entries: vec![entry] })
 }
 
@@ -244,7 +249,7 @@ pub fn uninject_command(args: &UninjectArgs) -> anyhow::Result<bool> {
                 let verdict = if changed { "uninjected" } else { "skipped" };
                 Ok(Transformed {
                     value: changed.then_some(clean),
-                    entries: vec![Entry { kind, name, verdict, outcome: None }],
+                    entries: vec![Entry { kind, name, verdict, checks: None }],
                 })
             })
         },
