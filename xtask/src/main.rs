@@ -1,9 +1,14 @@
 //! `cargo xtask <task>`: the project's workflows in one place.
 //!
-//! - `test`: every test of the workspace.
+//! - `test`: every test of the workspace, then the end-to-end suite.
+//! - `e2e`: the end-to-end suite alone, against a real etcd and kube-apiserver started here.
 //! - `bench`: the criterion benchmarks, then the CLI on a generated 10,000-document manifest.
+//! - `tools`: build (once) and print the cached kube-apiserver and etcd the suite uses.
 
 #![forbid(unsafe_code)]
+
+mod controlplane;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,8 +20,14 @@ fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
+        "e2e" => e2e(),
         "bench" => bench(),
-        other => bail!("unknown task {other:?}; tasks: test, bench"),
+        "tools" => {
+            println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
+            println!("etcd: {}", tools::etcd()?.display());
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}; tasks: test, e2e, bench, tools"),
     }
 }
 
@@ -25,9 +36,17 @@ fn workspace_root() -> PathBuf {
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status =
-        Command::new(&cargo).args(args).current_dir(workspace_root()).status().with_context(|| format!("cannot run {cargo}"))?;
+    let mut command = Command::new(&cargo);
+    command.args(args).current_dir(workspace_root());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let status = command.status().with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -35,7 +54,19 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
-    cargo(&["test", "--workspace", "--all-targets", "--locked"])
+    cargo(&["test", "--workspace", "--all-targets", "--locked"])?;
+    e2e()
+}
+
+/// Starts a control plane, runs the suite against it, and tears it down whatever happens.
+fn e2e() -> anyhow::Result<()> {
+    // Build first, so compile time does not count against the control plane's lifetime.
+    cargo(&["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e", "--no-run"])?;
+    let plane = controlplane::ControlPlane::start()?;
+    cargo_with_env(
+        &["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e"],
+        &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path())],
+    )
 }
 
 fn bench() -> anyhow::Result<()> {

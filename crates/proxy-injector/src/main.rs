@@ -7,6 +7,7 @@ mod explain;
 mod flags;
 mod input;
 mod report;
+mod serve;
 mod transform;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Uninject(transform::UninjectArgs),
     /// Explain whether and how workloads are injected, and where each setting comes from
     Explain(explain::ExplainArgs),
+    /// Run the mutating admission webhook
+    Webhook(Box<serve::WebhookArgs>),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,9 @@ fn main() -> ExitCode {
         Command::Inject(args) => transform::inject(args, &cli.cluster, &cli.linkerd_namespace, cli.verbose),
         Command::Uninject(args) => transform::uninject_command(args),
         Command::Explain(args) => explain::run(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
+        Command::Webhook(args) => {
+            serve::run(args, cli.cluster.kubeconfig.clone(), &cli.linkerd_namespace).map(|()| true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,102 @@
+//! `proxy-injector webhook`: the admission webhook's flags, turned into its typed configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnError {
+    /// Reject the object, with a message saying why (pairs with failurePolicy Fail)
+    Deny,
+    /// Admit it without the proxy, with a warning, an Event and a metric (pairs with failurePolicy Ignore)
+    Admit,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS admission listener
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    addr: SocketAddr,
+    /// Address of the admin listener (/metrics, /ping, /ready)
+    #[arg(long, alias = "metrics-addr", default_value = "0.0.0.0:9995")]
+    admin_addr: SocketAddr,
+    /// Linkerd values (the `values` key of the linkerd-config ConfigMap), reloaded when it changes
+    #[arg(long, default_value = "/var/run/linkerd/config/values")]
+    values: PathBuf,
+    /// Identity trust roots (PEM), reloaded when they change
+    #[arg(long, default_value = "/var/run/linkerd/identity/trust-roots/ca-bundle.crt")]
+    trust_roots: PathBuf,
+    /// Serving certificate chain (PEM), reloaded when it changes
+    #[arg(long, default_value = "/var/run/linkerd/tls/tls.crt")]
+    tls_cert: PathBuf,
+    /// Serving private key (PEM)
+    #[arg(long, default_value = "/var/run/linkerd/tls/tls.key")]
+    tls_key: PathBuf,
+    /// What to answer when the webhook itself fails (configuration missing, namespace unreadable)
+    #[arg(long, value_enum, default_value = "admit")]
+    on_error: OnError,
+    /// Answer every request "allowed" without injecting (load-test baseline)
+    #[arg(long)]
+    no_op: bool,
+    /// Admissions answered at once; more are refused immediately with 503
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// How often the values, trust roots and certificate files are checked for changes
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// How long in-flight admissions may take to finish after SIGTERM
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Log filter, e.g. info or proxy_injector_webhook=debug
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    #[arg(long, value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    inject::annotation::parse_go_duration(value)
+        .filter(|n| *n > 0)
+        .map(|n| Duration::from_nanos(n as u64))
+        .ok_or_else(|| format!("{value:?} is not a positive duration such as 500ms or 10s"))
+}
+
+pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", args.log_level))?;
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Plain => subscriber.init(),
+        LogFormat::Json => subscriber.json().flatten_event(true).init(),
+    }
+    let config = webhook::Config {
+        addr: args.addr,
+        admin_addr: args.admin_addr,
+        paths: webhook::reload::Paths {
+            values: args.values.clone(),
+            trust_roots: args.trust_roots.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+        },
+        kubeconfig,
+        control_plane_ns: control_plane_ns.into(),
+        error_policy: match args.on_error {
+            OnError::Deny => webhook::ErrorPolicy::Deny,
+            OnError::Admit => webhook::ErrorPolicy::Admit,
+        },
+        no_op: args.no_op,
+        max_in_flight: args.max_in_flight.max(1),
+        reload_interval: args.reload_interval,
+        shutdown_grace: args.shutdown_grace,
+    };
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(webhook::run(config))?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! End-to-end: a real kube-apiserver calls the real webhook and stores the injected pod.
+//! Run with `cargo xtask e2e`, which starts etcd and kube-apiserver for it.
+
+mod harness;
+mod scenarios;
+mod server;

@@ -1,0 +1,216 @@
+//! AdmissionReview `admission.k8s.io/v1` and `v1beta1`: reading a request body and writing the
+//! response. Only what injection needs is decoded; the patch is sent base64-encoded, as the
+//! Kubernetes API documents `[]byte` fields.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The fields of an AdmissionRequest the webhook reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default)]
+    pub object: Option<Value>,
+}
+
+/// A decoded review: the request, and the apiVersion to answer with.
+#[derive(Debug)]
+pub struct Review {
+    pub api_version: String,
+    pub request: AdmissionRequest,
+}
+
+/// Why a body is not an AdmissionReview; answered with HTTP 400 and this text.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReviewError {
+    #[error("empty request body: expected an AdmissionReview")]
+    Empty,
+    #[error("failed to decode admission review request: {0}")]
+    Decode(String),
+    #[error("invalid admission review request: unsupported apiVersion {0:?} (expected admission.k8s.io/v1 or v1beta1)")]
+    ApiVersion(String),
+    #[error("invalid admission review request: kind is {0:?}, expected AdmissionReview")]
+    Kind(String),
+    #[error("invalid admission review request: no \"request\"")]
+    MissingRequest,
+    #[error("invalid admission review request: empty request.uid")]
+    EmptyUid,
+}
+
+pub const V1: &str = "admission.k8s.io/v1";
+pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ReviewError::Empty);
+    }
+    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| ReviewError::Decode(e.to_string()))?;
+    if review.api_version != V1 && review.api_version != V1BETA1 {
+        return Err(ReviewError::ApiVersion(review.api_version));
+    }
+    if review.kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(review.kind));
+    }
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::EmptyUid);
+    }
+    Ok(Review { api_version: review.api_version, request })
+}
+
+/// The webhook's answer to one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    pub allowed: bool,
+    /// The serialized JSON patch, if any.
+    pub patch: Option<Vec<u8>>,
+    pub warnings: Vec<String>,
+    /// HTTP-like code and message, for a denial.
+    pub status: Option<(u16, String)>,
+}
+
+impl Answer {
+    pub fn allow() -> Self {
+        Answer { allowed: true, ..Answer::default() }
+    }
+
+    pub fn deny(code: u16, message: impl Into<String>) -> Self {
+        Answer { allowed: false, status: Some((code, message.into())), ..Answer::default() }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+/// The AdmissionReview response body.
+pub fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
+    let patch = answer.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let review = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid,
+            allowed: answer.allowed,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: &answer.warnings,
+            status: answer.status.as_ref().map(|(code, message)| StatusOut { code: *code, message }),
+        },
+    };
+    serde_json::to_vec(&review).expect("a review of strings always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_v1_and_v1beta1() {
+        for version in [V1, V1BETA1] {
+            let body = json!({"apiVersion": version, "kind": "AdmissionReview", "request": {"uid": "u1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "ns", "operation": "CREATE",
+                "dryRun": true, "object": {"kind": "Pod"}, "oldObject": null, "userInfo": {"username": "x"}}});
+            let review = decode(body.to_string().as_bytes()).unwrap();
+            assert_eq!(review.api_version, version);
+            assert_eq!(review.request.kind.kind, "Pod");
+            assert_eq!(review.request.dry_run, Some(true));
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_review() {
+        let err = |body: &str| decode(body.as_bytes()).unwrap_err();
+        assert_eq!(err(""), ReviewError::Empty);
+        assert!(matches!(err("{"), ReviewError::Decode(_)));
+        assert!(matches!(err("[1]"), ReviewError::Decode(_)));
+        assert_eq!(err(r#"{"apiVersion":"v1","kind":"AdmissionReview"}"#), ReviewError::ApiVersion("v1".into()));
+        assert_eq!(err(r#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#), ReviewError::Kind("Pod".into()));
+        assert_eq!(
+            err(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
+            ReviewError::MissingRequest
+        );
+        assert_eq!(
+            err(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#),
+            ReviewError::EmptyUid
+        );
+        assert!(matches!(
+            err(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#),
+            ReviewError::Decode(_)
+        ));
+    }
+
+    #[test]
+    fn encodes_patches_as_base64_and_omits_empty_fields() {
+        let answer = Answer { allowed: true, patch: Some(b"[]".to_vec()), warnings: vec!["w".into()], status: None };
+        let out: Value = serde_json::from_slice(&encode(V1, "u", &answer)).unwrap();
+        assert_eq!(
+            out,
+            json!({"apiVersion": V1, "kind": "AdmissionReview", "response": {"uid": "u", "allowed": true,
+                "patchType": "JSONPatch", "patch": "W10=", "warnings": ["w"]}})
+        );
+        let denied: Value = serde_json::from_slice(&encode(V1BETA1, "u", &Answer::deny(500, "boom"))).unwrap();
+        assert_eq!(
+            denied["response"],
+            json!({"uid": "u", "allowed": false, "status": {"code": 500, "message": "boom"}})
+        );
+    }
+}

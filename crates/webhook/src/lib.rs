@@ -1,0 +1,136 @@
+//! The mutating admission webhook: an HTTPS AdmissionReview server around the injection engine.
+//!
+//! [`Config`] is the whole configuration; [`run`] serves until SIGTERM or SIGINT.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod certs;
+pub mod cluster;
+pub mod handler;
+pub mod metrics;
+pub mod registration;
+pub mod reload;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::net::TcpListener;
+
+pub use crate::handler::ErrorPolicy;
+use crate::server::Flag;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub paths: reload::Paths,
+    /// `None`: the in-cluster service account, else `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    pub control_plane_ns: String,
+    pub error_policy: ErrorPolicy,
+    /// Answer every request "allowed" without a patch (the floor for load benchmarks).
+    pub no_op: bool,
+    pub max_in_flight: usize,
+    pub reload_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Kube(String),
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, RunError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| RunError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| RunError::Kube(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| RunError::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| RunError::Kube(e.to_string()))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match terminate.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = Arc::new(metrics::Metrics::default());
+    let resolver = Arc::new(certs::CertResolver::default());
+    let injector = Arc::new(ArcSwapOption::empty());
+
+    let mut reloader = reload::Reloader::new(
+        config.paths.clone(),
+        config.control_plane_ns.clone(),
+        injector.clone(),
+        resolver.clone(),
+        metrics.clone(),
+    );
+    reloader.check();
+    let interval = config.reload_interval;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            reloader.check();
+        }
+    });
+
+    let client = kube_client(config.kubeconfig.as_ref()).await?;
+    let cluster = cluster::Cluster::start(client.clone());
+    let synced = Arc::new(Flag::default());
+    {
+        let (cluster, synced) = (cluster.clone(), synced.clone());
+        tokio::spawn(async move {
+            cluster.synced().await;
+            synced.set();
+            tracing::info!("cluster caches synced");
+        });
+    }
+    let events = cluster::EventSink::start(client, metrics.clone());
+
+    let admission_listener = bind(config.addr).await?;
+    let admin_listener = bind(config.admin_addr).await?;
+    tracing::info!(
+        addr = %server::local_addr(&admission_listener),
+        admin = %server::local_addr(&admin_listener),
+        "listening"
+    );
+
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let (synced, resolver, injector) = (synced.clone(), resolver.clone(), injector.clone());
+        Arc::new(move || synced.get() && resolver.is_loaded() && injector.load().is_some())
+    };
+    tokio::spawn(server::serve_admin(admin_listener, metrics.clone(), ready));
+
+    let handler =
+        handler::Handler { injector, cluster, events, metrics, policy: config.error_policy, no_op: config.no_op };
+    let admission = Arc::new(server::AdmissionServer {
+        handler,
+        limit: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+    });
+    let tls = Arc::new(certs::server_config(resolver));
+    server::serve_admission(admission_listener, tls, admission, termination(), config.shutdown_grace).await;
+    Ok(())
+}
