@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "test" => test(),
-        "e2e" => e2e(),
+        "e2e" => e2e(&std::env::args().skip(2).collect::<Vec<_>>()),
         "bench" => bench(),
         "tools" => {
             println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
@@ -55,18 +55,18 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &Path)]) -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     cargo(&["test", "--workspace", "--all-targets", "--locked"])?;
-    e2e()
+    e2e(&[])
 }
 
 /// Starts a control plane, runs the suite against it, and tears it down whatever happens.
-fn e2e() -> anyhow::Result<()> {
+/// `test_args` go to the test runner (`cargo xtask e2e -- burst --nocapture`).
+fn e2e(test_args: &[String]) -> anyhow::Result<()> {
     // Build first, so compile time does not count against the control plane's lifetime.
     cargo(&["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e", "--no-run"])?;
     let plane = controlplane::ControlPlane::start()?;
-    cargo_with_env(
-        &["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e"],
-        &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path())],
-    )
+    let mut args = vec!["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e"];
+    args.extend(test_args.iter().map(String::as_str));
+    cargo_with_env(&args, &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path())])
 }
 
 fn bench() -> anyhow::Result<()> {

@@ -2,5 +2,6 @@
 //! Run with `cargo xtask e2e`, which starts etcd and kube-apiserver for it.
 
 mod harness;
+mod late_webhook;
 mod scenarios;
 mod server;

@@ -331,3 +331,114 @@ async fn cli_reads_linkerd_config_from_the_cluster() {
     assert!(container(template, "linkerd-proxy")["image"].as_str().unwrap().starts_with("registry.example/proxy:"));
     assert_eq!(template["metadata"]["labels"]["linkerd.io/control-plane-ns"], control_plane);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_rotation_while_pods_are_created_fails_no_admission() {
+    let (client, webhook, ns) = setup("s11", WebhookOptions::default(), ErrorPolicy::Deny).await;
+    let creator = {
+        let (client, ns) = (client.clone(), ns.clone());
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..60 {
+                results.push(create_pod(&client, &ns, &pod_json(&format!("rot-{i}"), json!({}))).await);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            results
+        })
+    };
+    for days in [50, 51, 52] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        webhook.rotate_certificate(days);
+    }
+    let results = creator.await.unwrap();
+    for result in results {
+        let pod = result.expect("no admission fails during rotation (failurePolicy Fail)");
+        assert!(is_injected(&pod), "{:?}", pod.metadata.name);
+    }
+    assert!(webhook.metric("proxy_injector_config_reloads_total{source=\"certificate\"}") >= 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_later_webhook_adding_a_container_leaves_a_correct_pod() {
+    let (client, webhook, ns) = setup("s12", WebhookOptions::default(), ErrorPolicy::Deny).await;
+    let late = crate::late_webhook::LateWebhook::start();
+    late.register(&client, "s12").await;
+    // The late webhook's registration is active once a probe pod comes back with its container.
+    let started = std::time::Instant::now();
+    let pod = loop {
+        let name = format!("web-{}", started.elapsed().as_millis());
+        let pod = create_pod(&client, &ns, &pod_json(&name, json!({}))).await.unwrap();
+        if pod.spec.as_ref().unwrap().containers.iter().any(|c| c.name == "late-sidecar") {
+            break pod;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the second webhook never took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec = pod.spec.as_ref().unwrap();
+    let names =
+        |list: &[k8s_openapi::api::core::v1::Container]| list.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(spec.init_containers.as_deref().unwrap()), ["linkerd-init", "linkerd-proxy"]);
+    assert_eq!(names(&spec.containers), ["app", "late-sidecar"]);
+    assert!(late.calls() >= 1);
+
+    // Injecting the final pod again changes nothing: re-injection is idempotent.
+    let object = serde_json::to_value(&pod).unwrap();
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "again",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": ns, "operation": "CREATE", "object": object}});
+    let mut response = webhook.agent().post(&webhook.url()).send(review.to_string().as_bytes()).unwrap();
+    let answer: Value = serde_json::from_slice(&response.body_mut().read_to_vec().unwrap()).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_1000_pods_is_all_injected() {
+    use futures::StreamExt;
+    let (client, webhook, ns) = setup("s13", WebhookOptions::default(), ErrorPolicy::Deny).await;
+    let started = std::time::Instant::now();
+    let results: Vec<Result<Pod, kube::Error>> = futures::stream::iter(0..1000)
+        .map(|i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { create_pod(&client, &ns, &pod_json(&format!("burst-{i}"), json!({}))).await }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
+    assert!(failed.is_empty(), "{} of 1000 failed, e.g. {:?}", failed.len(), failed.first());
+    assert!(results.iter().all(|r| is_injected(r.as_ref().unwrap())), "every pod injected");
+    let listed = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
+    assert!(
+        listed.items.iter().filter(|p| p.metadata.name.as_deref().unwrap_or("").starts_with("burst-")).all(is_injected)
+    );
+
+    // The apiserver's own view of our webhook's latency.
+    let metrics = client.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap();
+    let ours = |suffix: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("apiserver_admission_webhook_admission_duration_seconds{suffix}")))
+            .filter(|l| l.contains("name=\"linkerd-proxy-injector.linkerd.io\"") && l.contains("type=\"admit\""))
+            .map(str::to_string)
+            .collect()
+    };
+    let count: f64 = ours("_count").iter().filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let sum: f64 = ours("_sum").iter().filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert!(count >= 1000.0, "the apiserver recorded {count} calls");
+    println!(
+        "burst: 1000 pods in {:.2} s ({:.0} pods/s); apiserver_admission_webhook_admission_duration_seconds: {} calls, mean {:.2} ms; \
+         webhook p-buckets: {}",
+        elapsed.as_secs_f64(),
+        1000.0 / elapsed.as_secs_f64(),
+        count,
+        sum / count * 1000.0,
+        ours("_bucket")
+            .iter()
+            .filter(|l| l.contains("operation=\"CREATE\""))
+            .map(|l| l.rsplit_once('{').map_or("", |(_, b)| b))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(webhook.metric("proxy_injector_requests_rejected_total{reason=\"overload\"}"), 0.0);
+}
