@@ -19,6 +19,8 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     dir: PathBuf,
     children: Arc<Mutex<Vec<Child>>>,
+    server: String,
+    admin: Option<ureq::Agent>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -82,7 +84,13 @@ impl ControlPlane {
         let dir = std::env::temp_dir().join(format!("proxy-injector-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let children = Arc::new(Mutex::new(Vec::new()));
-        let plane = ControlPlane { kubeconfig: dir.join("kubeconfig"), dir: dir.clone(), children: children.clone() };
+        let mut plane = ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            dir: dir.clone(),
+            children: children.clone(),
+            server: String::new(),
+            admin: None,
+        };
         {
             let (children, dir) = (children.clone(), dir.clone());
             // A second Ctrl-C handler cannot be installed; the first run's handler suffices.
@@ -150,8 +158,26 @@ impl ControlPlane {
             base64(&pki.admin.1)
         );
         std::fs::write(&plane.kubeconfig, kubeconfig)?;
-        plane.wait_ready(&server, &pki)?;
+        let admin = admin_agent(&pki)?;
+        plane.wait_ready(&server, &admin)?;
+        plane.server = server;
+        plane.admin = Some(admin);
         Ok(plane)
+    }
+
+    /// Creates an object as the admin user (`path` is the collection, e.g. `/api/v1/namespaces`)
+    /// and returns it as stored.
+    pub fn create(&self, path: &str, object: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let agent = self.admin.as_ref().context("the control plane is not started")?;
+        let mut response = agent
+            .post(&format!("{}{path}", self.server))
+            .header("content-type", "application/json")
+            .send(object.to_string().as_bytes())?;
+        let body = response.body_mut().read_to_string()?;
+        if !response.status().is_success() {
+            bail!("POST {path}: {} {body}", response.status());
+        }
+        Ok(serde_json::from_str(&body)?)
     }
 
     fn spawn(&self, name: &str, command: &mut Command) -> anyhow::Result<()> {
@@ -167,20 +193,7 @@ impl ControlPlane {
     }
 
     /// Waits for `/readyz`, failing early (with the logs) if a process exits.
-    fn wait_ready(&self, server: &str, pki: &Pki) -> anyhow::Result<()> {
-        let ca = ureq::tls::Certificate::from_pem(pki.ca_pem.as_bytes())?.to_owned();
-        let client_cert = ureq::tls::Certificate::from_pem(pki.admin.0.as_bytes())?.to_owned();
-        let client_key = ureq::tls::PrivateKey::from_pem(pki.admin.1.as_bytes())?.to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-            .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[client_cert], client_key)))
-            .build();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .into();
+    fn wait_ready(&self, server: &str, agent: &ureq::Agent) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
             if let Ok(response) = agent.get(&format!("{server}/readyz")).call()
@@ -207,6 +220,23 @@ impl ControlPlane {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+}
+
+/// An HTTPS client authenticated as the cluster admin.
+fn admin_agent(pki: &Pki) -> anyhow::Result<ureq::Agent> {
+    let ca = ureq::tls::Certificate::from_pem(pki.ca_pem.as_bytes())?.to_owned();
+    let client_cert = ureq::tls::Certificate::from_pem(pki.admin.0.as_bytes())?.to_owned();
+    let client_key = ureq::tls::PrivateKey::from_pem(pki.admin.1.as_bytes())?.to_owned();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+        .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&[client_cert], client_key)))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into())
 }
 
 fn stop(children: &Mutex<Vec<Child>>, dir: &Path) {

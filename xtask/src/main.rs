@@ -2,12 +2,14 @@
 //!
 //! - `test`: every test of the workspace, then the end-to-end suite.
 //! - `e2e`: the end-to-end suite alone, against a real etcd and kube-apiserver started here.
-//! - `bench`: the criterion benchmarks, then the CLI on a generated 10,000-document manifest.
+//! - `bench`: the criterion benchmarks, the CLI on a generated 10,000-document manifest, and the
+//!   webhook under load (inject vs `--no-op`, half-load latency, 3,000 requests at once).
 //! - `tools`: build (once) and print the cached kube-apiserver and etcd the suite uses.
 
 #![forbid(unsafe_code)]
 
 mod controlplane;
+mod load;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "test" => test(),
         "e2e" => e2e(&std::env::args().skip(2).collect::<Vec<_>>()),
-        "bench" => bench(),
+        "bench" => bench(std::env::args().nth(2).as_deref()),
         "tools" => {
             println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
             println!("etcd: {}", tools::etcd()?.display());
@@ -69,10 +71,23 @@ fn e2e(test_args: &[String]) -> anyhow::Result<()> {
     cargo_with_env(&args, &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path())])
 }
 
-fn bench() -> anyhow::Result<()> {
-    cargo(&["bench", "--workspace", "--locked"])?;
+/// All benchmarks, or one part: `engine`, `cli` or `load`.
+fn bench(part: Option<&str>) -> anyhow::Result<()> {
+    let all = part.is_none();
+    if let Some(other) = part.filter(|p| !["engine", "cli", "load"].contains(p)) {
+        bail!("unknown benchmark {other:?}; parts: engine, cli, load");
+    }
+    if all || part == Some("engine") {
+        cargo(&["bench", "--workspace", "--locked"])?;
+    }
     cargo(&["build", "--release", "--locked", "--package", "proxy-injector"])?;
-    cli_bench()
+    if all || part == Some("cli") {
+        cli_bench()?;
+    }
+    if all || part == Some("load") {
+        load::bench(&workspace_root())?;
+    }
+    Ok(())
 }
 
 /// `inject --manual` on 10,000 documents: wall time and peak resident memory.

@@ -120,12 +120,11 @@ impl Cluster {
             name: owner.name.clone(),
             reference: Some(reference(owner, namespace)),
         };
-        let parent_meta = match owner.kind.as_str() {
-            "ReplicaSet" => self.metadata(&self.replica_sets, namespace, &owner.name).await,
-            "Job" => self.metadata(&self.jobs, namespace, &owner.name).await,
+        let grand_owners = match owner.kind.as_str() {
+            "ReplicaSet" => self.owners_of(&self.replica_sets, namespace, &owner.name).await,
+            "Job" => self.owners_of(&self.jobs, namespace, &owner.name).await,
             _ => return direct,
         };
-        let grand_owners = parent_meta.and_then(|m| m.owner_references).unwrap_or_default();
         match grand_owners.as_slice() {
             [grand]
                 if owner.kind == "Job"
@@ -141,18 +140,25 @@ impl Cluster {
         }
     }
 
-    async fn metadata<K>(&self, store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObjectMeta>
+    /// The owners of a ReplicaSet or Job, from the cache or else read once.
+    async fn owners_of<K>(
+        &self,
+        store: &Store<PartialObjectMeta<K>>,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<OwnerReference>
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
             + Clone
             + std::fmt::Debug
             + serde::de::DeserializeOwned,
     {
+        let owners = |meta: &ObjectMeta| meta.owner_references.clone().unwrap_or_default();
         if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
-            return Some(cached.metadata.clone());
+            return owners(&cached.metadata);
         }
         let api = Api::<K>::namespaced(self.client.clone(), namespace);
-        api.get_metadata_opt(name).await.ok().flatten().map(|m| m.metadata)
+        api.get_metadata_opt(name).await.ok().flatten().map(|m| owners(&m.metadata)).unwrap_or_default()
     }
 }
 
@@ -167,10 +173,18 @@ fn reference(owner: &OwnerReference, namespace: &str) -> ObjectReference {
     }
 }
 
+/// The same Event about the same object is recorded at most once per window, as client-go's
+/// event correlator does: a 1,000-replica rollout makes one `Injected` Event, not 1,000 API writes
+/// competing with the pods' own creation.
+const EVENT_DEDUPLICATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+type EventKey = (String, &'static str, String);
+
 /// Kubernetes Events, recorded off the admission path through a bounded queue.
 #[derive(Clone)]
 pub struct EventSink {
     queue: tokio::sync::mpsc::Sender<(kube::runtime::events::Event, ObjectReference)>,
+    recent: Arc<std::sync::Mutex<std::collections::HashMap<EventKey, std::time::Instant>>>,
 }
 
 impl EventSink {
@@ -181,16 +195,37 @@ impl EventSink {
         tokio::spawn(async move {
             while let Some((event, reference)) = receiver.recv().await {
                 if let Err(error) = recorder.publish(&event, &reference).await {
-                    metrics.events_dropped.inc();
+                    metrics.event_not_recorded("api_error");
                     tracing::debug!(%error, "event not recorded");
                 }
             }
         });
-        EventSink { queue }
+        EventSink { queue, recent: Arc::default() }
     }
 
-    /// Queues an Event; when the queue is full the Event is dropped and counted, never waited for.
-    pub fn record(&self, metrics: &crate::metrics::Metrics, reference: ObjectReference, reason: &str, note: String) {
+    /// Queues an Event unless the same one about the same object was queued within the window;
+    /// when the queue is full the Event is dropped and counted, never waited for.
+    pub fn record(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        reference: ObjectReference,
+        reason: &'static str,
+        note: String,
+    ) {
+        let key = (reference.uid.clone().unwrap_or_default(), reason, note);
+        {
+            let now = std::time::Instant::now();
+            let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if recent.get(&key).is_some_and(|at| now.duration_since(*at) < EVENT_DEDUPLICATION_WINDOW) {
+                metrics.event_not_recorded("duplicate");
+                return;
+            }
+            if recent.len() > 10_000 {
+                recent.retain(|_, at| now.duration_since(*at) < EVENT_DEDUPLICATION_WINDOW);
+            }
+            recent.insert(key.clone(), now);
+        }
+        let (_, reason, note) = key;
         let event = kube::runtime::events::Event {
             type_: kube::runtime::events::EventType::Normal,
             reason: reason.into(),
@@ -199,7 +234,7 @@ impl EventSink {
             secondary: None,
         };
         if self.queue.try_send((event, reference)).is_err() {
-            metrics.events_dropped.inc();
+            metrics.event_not_recorded("queue_full");
         }
     }
 }

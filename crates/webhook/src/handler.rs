@@ -129,11 +129,9 @@ impl Handler {
 
     fn count(&self, pod: &serde_json::Value, namespace: &str, owner: Option<&ResolvedOwner>, outcome: &Outcome) {
         let own = pod.pointer("/metadata/annotations").and_then(|a| a.as_object());
-        let base: Labels = vec![
-            ("owner_kind".into(), owner.map(|o| o.kind.clone()).unwrap_or_default()),
-            ("namespace".into(), namespace.into()),
-        ];
-        let at = ("annotation_at".to_string(), outcome.inject_annotation.at.as_str().to_string());
+        let base: Labels =
+            vec![("owner_kind", owner.map(|o| o.kind.clone()).unwrap_or_default()), ("namespace", namespace.into())];
+        let at = ("annotation_at", outcome.inject_annotation.at.as_str().to_string());
         let per_annotation = annotation_labels(own);
         let mut request_labels = base.clone();
         request_labels.push(at.clone());
@@ -142,8 +140,8 @@ impl Handler {
         let skipped = !outcome.injectable;
         let reasons = outcome.reasons.iter().map(|r| r.code()).collect::<Vec<_>>().join(",");
         let mut response_labels = base;
-        response_labels.push(("skip".into(), skipped.to_string()));
-        response_labels.push(("skip_reason".into(), reasons));
+        response_labels.push(("skip", skipped.to_string()));
+        response_labels.push(("skip_reason", reasons));
         response_labels.push(at);
         response_labels.extend(per_annotation);
         self.metrics.responses.get_or_create(&response_labels).inc();

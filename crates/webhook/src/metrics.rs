@@ -8,7 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub type Labels = Vec<(String, String)>;
+/// Label names are static, so a label set costs one allocation per non-empty value.
+pub type Labels = Vec<(&'static str, String)>;
 
 /// Sub-millisecond resolution where admissions live, up to the apiserver's 30 s ceiling.
 const LATENCY_BUCKETS: [f64; 17] =
@@ -28,7 +29,7 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     pub reloads: Family<Labels, Counter>,
     pub reload_failures: Family<Labels, Counter>,
-    pub events_dropped: Counter,
+    pub events_not_recorded: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -78,11 +79,11 @@ impl Default for Metrics {
             "Rejected reloads (the previous version stays in use), by source",
             reload_failures.clone(),
         );
-        let events_dropped = Counter::default();
+        let events_not_recorded = Family::<Labels, Counter>::default();
         registry.register(
-            "proxy_injector_events_dropped",
-            "Kubernetes Events not recorded because the event queue was full or the API refused them",
-            events_dropped.clone(),
+            "proxy_injector_events_not_recorded",
+            "Kubernetes Events not recorded, by reason (duplicate within a minute, queue_full, api_error)",
+            events_not_recorded.clone(),
         );
         Metrics {
             registry,
@@ -94,7 +95,7 @@ impl Default for Metrics {
             certificate_expiry,
             reloads,
             reload_failures,
-            events_dropped,
+            events_not_recorded,
         }
     }
 }
@@ -107,23 +108,35 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: &str) {
-        self.rejected.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+        self.rejected.get_or_create(&vec![("reason", reason.into())]).inc();
+    }
+
+    pub fn event_not_recorded(&self, reason: &str) {
+        self.events_not_recorded.get_or_create(&vec![("reason", reason.into())]).inc();
     }
 
     pub fn reloaded(&self, source: &str, ok: bool) {
         let family = if ok { &self.reloads } else { &self.reload_failures };
-        family.get_or_create(&vec![("source".into(), source.into())]).inc();
+        family.get_or_create(&vec![("source", source.into())]).inc();
     }
 }
 
 /// The reference's per-annotation label names: the key after its first `/`, `-` → `_`.
+static ANNOTATION_LABEL_NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    inject::annotation::METRIC_LABELLED
+        .iter()
+        .map(|key| key.split_once('/').map_or(*key, |(_, rest)| rest).replace('-', "_"))
+        .collect()
+});
+
+/// One label per configuration annotation, valued as the pod itself sets it (`""` if not).
 pub fn annotation_labels(annotations: Option<&serde_json::Map<String, serde_json::Value>>) -> Labels {
     inject::annotation::METRIC_LABELLED
         .iter()
-        .map(|key| {
-            let label = key.split_once('/').map_or(*key, |(_, rest)| rest).replace('-', "_");
+        .zip(ANNOTATION_LABEL_NAMES.iter())
+        .map(|(key, label)| {
             let value = annotations.and_then(|a| a.get(*key)).and_then(|v| v.as_str()).unwrap_or("");
-            (label, value.to_string())
+            (label.as_str(), value.to_string())
         })
         .collect()
 }

@@ -107,7 +107,7 @@ impl AdmissionServer {
         };
         let elapsed = started.elapsed();
         let decision = handled.decision.as_str();
-        metrics.duration.get_or_create(&vec![("outcome".into(), decision.into())]).observe(elapsed.as_secs_f64());
+        metrics.duration.get_or_create(&vec![("outcome", decision.into())]).observe(elapsed.as_secs_f64());
         let request = &review.request;
         tracing::info!(
             uid = %request.uid,

@@ -124,7 +124,7 @@ pub struct WebhookOptions {
 
 impl Default for WebhookOptions {
     fn default() -> Self {
-        WebhookOptions { values: json!({}), on_error: "admit", max_in_flight: 256 }
+        WebhookOptions { values: json!({}), on_error: "admit", max_in_flight: 4096 }
     }
 }
 

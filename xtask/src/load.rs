@@ -1,0 +1,297 @@
+//! The webhook under load: realistic AdmissionReviews over keep-alive TLS, against the release
+//! binary in inject mode and in `--no-op` mode (the floor), with a real control plane behind it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{Value, json};
+
+use crate::controlplane::ControlPlane;
+
+const CONNECTIONS: usize = 16;
+const RUN: Duration = Duration::from_secs(10);
+const BURST: usize = 3000;
+
+struct Webhook {
+    child: Child,
+    url: String,
+    ca_pem: String,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn start_webhook(root: &Path, dir: &Path, plane: &ControlPlane, no_op: bool) -> anyhow::Result<Webhook> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &issuer)?.pem();
+    std::fs::write(dir.join("tls.crt"), cert)?;
+    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
+    let values = std::fs::read_to_string(root.join("examples/values.yaml"))?;
+    let anchors: String = values
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .take_while(|l| !l.is_empty() && !l.ends_with(':'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("values"), "{}\n")?;
+    std::fs::write(dir.join("ca-bundle.crt"), anchors)?;
+    let (port, admin) = (free_port()?, free_port()?);
+    let mut command = Command::new(root.join("target/release/proxy-injector"));
+    command
+        .args(["webhook", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .arg("--values")
+        .arg(dir.join("values"))
+        .arg("--trust-roots")
+        .arg(dir.join("ca-bundle.crt"))
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .arg("--kubeconfig")
+        .arg(&plane.kubeconfig)
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(if no_op { "no-op.log" } else { "inject.log" }))?);
+    if no_op {
+        command.arg("--no-op");
+    }
+    let webhook = Webhook { child: command.spawn()?, url: format!("https://127.0.0.1:{port}/"), ca_pem };
+    let started = Instant::now();
+    loop {
+        let ready =
+            ureq::get(&format!("http://127.0.0.1:{admin}/ready")).call().map(|r| r.status() == 200).unwrap_or(false);
+        if ready {
+            return Ok(webhook);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the webhook did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn agent(ca_pem: &str) -> ureq::Agent {
+    let ca = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).expect("generated CA").to_owned();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca]))).build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A pod as a Deployment's ReplicaSet creates it: two containers, probes, env, resources.
+fn review_body(namespace: &str, replica_set: &str, uid: &str) -> Vec<u8> {
+    let env: Vec<Value> =
+        (0..10).map(|i| json!({"name": format!("SETTING_{i}"), "value": format!("value-{i}")})).collect();
+    let container = |name: &str, port: u16| {
+        json!({"name": name, "image": format!("registry.example/team/{name}:v1.4.2"), "env": env,
+            "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": port}, "periodSeconds": 5},
+            "livenessProbe": {"httpGet": {"path": "/live", "port": port}},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+            "volumeMounts": [{"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]})
+    };
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "generateName": format!("{replica_set}-"), "namespace": namespace,
+            "labels": {"app": "web", "pod-template-hash": "5d4f8c"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"containers": [container("web", 8080), container("worker", 9090)], "serviceAccountName": "default",
+            "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]}});
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "00000000-0000-0000-0000-000000000001",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": namespace, "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+        "object": pod, "oldObject": null, "dryRun": false}})
+    .to_string()
+    .into_bytes()
+}
+
+/// Latencies of one run, and how many answers were wrong.
+#[derive(Default)]
+struct Run {
+    latencies: Vec<Duration>,
+    wrong: usize,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn merge(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        self.wrong += other.wrong;
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<34} {:>8.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  p99.9 {:>7.3} ms  max {:>7.3} ms  wrong {}",
+            self.throughput(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.percentile(0.999).as_secs_f64() * 1e3,
+            self.latencies.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3,
+            self.wrong
+        )
+    }
+}
+
+/// A cheap check, so the generator spends no more on a patched answer than on an empty one; the
+/// end-to-end suite checks the patches themselves.
+fn correct(status: u16, body: &[u8], expect_patch: bool) -> bool {
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    status == 200 && contains(b"\"allowed\":true") && contains(b"\"patch\":\"") == expect_patch
+}
+
+fn send(agent: &ureq::Agent, url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    match agent.post(url).header("content-type", "application/json").send(body) {
+        Ok(mut response) => (response.status().as_u16(), response.body_mut().read_to_vec().unwrap_or_default()),
+        Err(_) => (0, Vec::new()),
+    }
+}
+
+/// `CONNECTIONS` connections each sending as fast as answers come back, or, with `rate`, at a
+/// fixed total rate with latency measured from each request's scheduled time.
+fn drive(webhook: &Webhook, body: &Arc<Vec<u8>>, expect_patch: bool, rate: Option<f64>) -> Run {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let (agent, url, body) = (agent(&webhook.ca_pem), webhook.url.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut run = Run::default();
+                let interval = rate.map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
+                let mut next = started + interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / CONNECTIONS as f64));
+                while started.elapsed() < RUN {
+                    if interval.is_some() {
+                        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    } else {
+                        next = Instant::now();
+                    }
+                    let (status, answer) = send(&agent, &url, &body);
+                    run.latencies.push(next.elapsed());
+                    run.wrong += usize::from(!correct(status, &answer, expect_patch));
+                    next += interval.unwrap_or_default();
+                }
+                run
+            })
+        })
+        .collect();
+    let mut total = Run::default();
+    for thread in threads {
+        total.merge(thread.join().expect("load thread"));
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// `BURST` requests sent at the same instant on already-open connections.
+fn burst(webhook: &Webhook, body: &Arc<Vec<u8>>) -> Run {
+    let barrier = Arc::new(Barrier::new(BURST + 1));
+    let threads: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (agent, url, body, barrier) =
+                (agent(&webhook.ca_pem), webhook.url.clone(), body.clone(), barrier.clone());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let _ = send(&agent, &url, &body); // opens the connection
+                    barrier.wait();
+                    let sent = Instant::now();
+                    let (status, answer) = send(&agent, &url, &body);
+                    (sent.elapsed(), correct(status, &answer, true))
+                })
+                .expect("a burst thread")
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    let mut run = Run::default();
+    for thread in threads {
+        let (latency, ok) = thread.join().expect("burst thread");
+        run.latencies.push(latency);
+        run.wrong += usize::from(!ok);
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+pub fn bench(root: &Path) -> anyhow::Result<()> {
+    let plane = ControlPlane::start()?;
+    plane.create(
+        "/api/v1/namespaces",
+        &json!({"metadata": {"name": "bench", "annotations": {"linkerd.io/inject": "enabled"}}}),
+    )?;
+    plane.create("/api/v1/namespaces/bench/serviceaccounts", &json!({"metadata": {"name": "default"}}))?;
+    let template =
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web"}]}});
+    let deployment = plane.create(
+        "/apis/apps/v1/namespaces/bench/deployments",
+        &json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    )?;
+    let replica_set = plane.create(
+        "/apis/apps/v1/namespaces/bench/replicasets",
+        &json!({"metadata": {"name": "web-5d4f8c", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+            "name": "web", "uid": deployment["metadata"]["uid"], "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
+    )?;
+    let uid = replica_set["metadata"]["uid"].as_str().context("a stored ReplicaSet has a uid")?;
+    let body = Arc::new(review_body("bench", "web-5d4f8c", uid));
+    let dir = std::env::temp_dir().join(format!("proxy-injector-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "AdmissionReview body: {} bytes; {CONNECTIONS} keep-alive TLS connections; generator on the same 2 cores",
+        body.len()
+    );
+
+    let floor = {
+        let webhook = start_webhook(root, &dir, &plane, true)?;
+        let run = drive(&webhook, &body, false, None);
+        println!("{}", run.line("no-op, max throughput"));
+        run.throughput()
+    };
+    let webhook = start_webhook(root, &dir, &plane, false)?;
+    let max = drive(&webhook, &body, true, None);
+    println!("{}", max.line("inject, max throughput"));
+    let half = drive(&webhook, &body, true, Some(max.throughput() / 2.0));
+    println!("{}", half.line(&format!("inject, at half ({:.0} req/s)", max.throughput() / 2.0)));
+    let burst = burst(&webhook, &body);
+    println!("{}", burst.line(&format!("inject, {BURST} at once")));
+    println!("inject / no-op throughput: {:.2}", max.throughput() / floor);
+    let slow = burst.latencies.iter().filter(|l| **l > Duration::from_secs(1)).count();
+    println!("burst: {} wrong answers, {slow} over 1 s", burst.wrong);
+    drop(webhook);
+    std::fs::remove_dir_all(&dir)?;
+    if max.wrong + half.wrong + burst.wrong > 0 {
+        bail!("the webhook gave wrong answers under load");
+    }
+    Ok(())
+}
