@@ -275,3 +275,32 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "exit status {status}:\n{}", webhook.logs());
     assert!(webhook.logs().contains("shutting down"), "{}", webhook.logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offers_http2_and_http1_over_tls_1_2_and_1_3() {
+    use rustls_pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let webhook = WebhookProcess::start(WebhookOptions::default());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(webhook.pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let cases: [(&[u8], &'static rustls::SupportedProtocolVersion); 3] =
+        [(b"h2", &rustls::version::TLS13), (b"http/1.1", &rustls::version::TLS13), (b"h2", &rustls::version::TLS12)];
+    for (protocol, version) in cases {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![protocol.to_vec()];
+        let mut connection = rustls::ClientConnection::new(Arc::new(config), "127.0.0.1".try_into().unwrap()).unwrap();
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", webhook.port)).unwrap();
+        while connection.is_handshaking() {
+            connection.complete_io(&mut socket).unwrap();
+        }
+        assert_eq!(connection.alpn_protocol(), Some(protocol));
+        assert_eq!(connection.protocol_version(), Some(version.version));
+    }
+}
