@@ -74,8 +74,8 @@ fn e2e(test_args: &[String]) -> anyhow::Result<()> {
 /// All benchmarks, or one part: `engine`, `cli` or `load`.
 fn bench(part: Option<&str>) -> anyhow::Result<()> {
     let all = part.is_none();
-    if let Some(other) = part.filter(|p| !["engine", "cli", "load"].contains(p)) {
-        bail!("unknown benchmark {other:?}; parts: engine, cli, load");
+    if let Some(other) = part.filter(|p| !["engine", "cli", "load", "proxy-init"].contains(p)) {
+        bail!("unknown benchmark {other:?}; parts: engine, cli, load, proxy-init");
     }
     if all || part == Some("engine") {
         cargo(&["bench", "--workspace", "--locked"])?;
@@ -86,6 +86,54 @@ fn bench(part: Option<&str>) -> anyhow::Result<()> {
     }
     if all || part == Some("load") {
         load::bench(&workspace_root())?;
+    }
+    if all || part == Some("proxy-init") {
+        proxy_init_bench()?;
+    }
+    Ok(())
+}
+
+/// Time from starting `proxy-init` to rules applied, in a fresh network namespace (needs root).
+fn proxy_init_bench() -> anyhow::Result<()> {
+    let binary = workspace_root().join("target/release/proxy-injector");
+    let many: Vec<String> = (0..500).map(|i| (20_000 + 2 * i).to_string()).collect();
+    let many = many.join(",");
+    let cases = [("default injected arguments", "4190,4191,4567,4568"), ("500 ignored inbound ports", many.as_str())];
+    for mode in ["nft", "legacy"] {
+        for (name, inbound) in cases {
+            let mut times = Vec::new();
+            for run in 0..20 {
+                let ns = format!("pi-bench-{}-{run}", std::process::id());
+                let status = Command::new("ip").args(["netns", "add", &ns]).status()?;
+                if !status.success() {
+                    bail!("`ip netns add` failed: the proxy-init benchmark needs root and iproute2");
+                }
+                let started = Instant::now();
+                let output = Command::new(&binary)
+                    .args([
+                        "proxy-init",
+                        "--netns",
+                        &format!("/var/run/netns/{ns}"),
+                        "--iptables-mode",
+                        mode,
+                        "--ipv6=false",
+                    ])
+                    .args(["-p", "4143", "-o", "4140", "-u", "2102", "--inbound-ports-to-ignore", inbound])
+                    .args(["--outbound-ports-to-ignore", "4567,4568"])
+                    .output()?;
+                times.push(started.elapsed());
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+                if !output.status.success() {
+                    bail!("proxy-init failed: {}", String::from_utf8_lossy(&output.stderr));
+                }
+            }
+            times.sort();
+            println!(
+                "proxy-init, {mode}, {name}: median {:.1} ms, max {:.1} ms (20 runs, fresh namespace each)",
+                times[10].as_secs_f64() * 1e3,
+                times[19].as_secs_f64() * 1e3
+            );
+        }
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub const PODINFO_VOLUME: &str = "linkerd-podinfo";
 const END_ENTITY_DIR: &str = "/var/run/linkerd/identity/end-entity";
 const PODINFO_DIR: &str = "/var/run/linkerd/podinfo";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// Where the proxy-injector image keeps its single binary.
+pub const OWN_BINARY: &str = "/usr/local/bin/proxy-injector";
 
 /// Everything the renderers read, resolved once per workload.
 pub struct RenderInput<'a> {
@@ -493,11 +495,19 @@ pub fn init_container(input: &RenderInput<'_>) -> Value {
     let mut mounts = vec![json!({"mountPath": init.xt_mount_path.mount_path, "name": init.xt_mount_path.name})];
     mounts.extend(input.copied_service_account_mount());
 
+    let own = &init.image;
+    let (command, image, pull_policy) = if own.name.is_empty() {
+        (json!(["/usr/lib/linkerd/linkerd2-proxy-init"]), input.image(), c.image_pull_policy.value.clone())
+    } else {
+        let version = if own.version.is_empty() { env!("CARGO_PKG_VERSION") } else { &own.version };
+        let pull = if own.pull_policy.is_empty() { c.image_pull_policy.value.clone() } else { own.pull_policy.clone() };
+        (json!([OWN_BINARY, "proxy-init"]), format!("{}:{version}", own.name), pull)
+    };
     let mut container = Map::new();
     container.insert("args".into(), json!(args));
-    container.insert("command".into(), json!(["/usr/lib/linkerd/linkerd2-proxy-init"]));
-    container.insert("image".into(), json!(input.image()));
-    container.insert("imagePullPolicy".into(), json!(c.image_pull_policy.value));
+    container.insert("command".into(), command);
+    container.insert("image".into(), json!(image));
+    container.insert("imagePullPolicy".into(), json!(pull_policy));
     container.insert("name".into(), json!(INIT_CONTAINER));
     if let Some(resources) = input.resources() {
         container.insert("resources".into(), resources);

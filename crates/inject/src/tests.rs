@@ -904,3 +904,23 @@ fn injector_values_with_everything() -> Value {
     json!({"proxy": {"nativeSidecar": false, "await": false, "tracing": {"enabled": true, "collector": {"endpoint": "c:1",
         "meshIdentity": {"serviceAccountName": "s", "namespace": "n"}}}}, "proxyInit": {"runAsRoot": true}})
 }
+
+#[test]
+fn proxy_init_can_run_this_implementation() {
+    let injector =
+        injector(json!({"proxyInit": {"image": {"name": "registry.example/proxy-injector", "version": "v1"}}}));
+    let object = pod(json!({"linkerd.io/inject": "enabled"}), app_spec());
+    let pod = applied(&object, &webhook(&injector, &object, json!({})));
+    let init = &pod["spec"]["initContainers"][0];
+    assert_eq!(init["image"], "registry.example/proxy-injector:v1");
+    assert_eq!(init["command"], json!(["/usr/local/bin/proxy-injector", "proxy-init"]));
+    assert_eq!(init["args"][0], "--firewall-bin-path", "the same arguments as the reference's init container");
+    let default = injector_default_init();
+    assert_eq!(default["command"], json!(["/usr/lib/linkerd/linkerd2-proxy-init"]));
+}
+
+fn injector_default_init() -> Value {
+    let injector = injector(json!({}));
+    let object = pod(json!({"linkerd.io/inject": "enabled"}), app_spec());
+    applied(&object, &webhook(&injector, &object, json!({})))["spec"]["initContainers"][0].clone()
+}

@@ -320,6 +320,10 @@ pub struct ProxyInitValues {
     pub run_as_group: i64,
     pub close_wait_timeout_secs: u64,
     pub xt_mount_path: XtMountPath,
+    /// Our extension: an image holding `proxy-injector`. When its name is set, `linkerd-init`
+    /// runs `proxy-injector proxy-init` from it instead of the proxy image's linkerd2-proxy-init,
+    /// with the same arguments.
+    pub image: ImageValues,
 }
 
 impl Default for ProxyInitValues {
@@ -337,6 +341,7 @@ impl Default for ProxyInitValues {
             run_as_group: 65534,
             close_wait_timeout_secs: 0,
             xt_mount_path: XtMountPath::default(),
+            image: ImageValues::default(),
         }
     }
 }

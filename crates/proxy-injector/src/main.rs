@@ -6,6 +6,8 @@ mod cluster;
 mod explain;
 mod flags;
 mod input;
+mod iptables;
+mod logging;
 mod report;
 mod serve;
 mod transform;
@@ -47,6 +49,10 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the mutating admission webhook
     Webhook(Box<serve::WebhookArgs>),
+    /// Program iptables so the pod's TCP traffic goes through the proxy (the init container)
+    ProxyInit(Box<iptables::ProxyInitArgs>),
+    /// Check that the pod's traffic is redirected to the proxy (CNI mode); exits 95 if not
+    NetworkValidator(iptables::ValidatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +64,8 @@ fn main() -> ExitCode {
         Command::Webhook(args) => {
             serve::run(args, cli.cluster.kubeconfig.clone(), &cli.linkerd_namespace).map(|()| true)
         }
+        Command::ProxyInit(args) => iptables::proxy_init(args).map(|()| true),
+        Command::NetworkValidator(args) => iptables::network_validator(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

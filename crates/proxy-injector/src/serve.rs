@@ -14,12 +14,6 @@ pub enum OnError {
     Admit,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
     /// Address of the HTTPS admission listener
@@ -56,14 +50,11 @@ pub struct WebhookArgs {
     /// How long in-flight admissions may take to finish after SIGTERM
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Log filter, e.g. info or proxy_injector_webhook=debug
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    #[arg(long, value_enum, default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
     inject::annotation::parse_go_duration(value)
         .filter(|n| *n > 0)
         .map(|n| Duration::from_nanos(n as u64))
@@ -71,13 +62,7 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", args.log_level))?;
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Plain => subscriber.init(),
-        LogFormat::Json => subscriber.json().flatten_event(true).init(),
-    }
+    args.log.init()?;
     let config = webhook::Config {
         addr: args.addr,
         admin_addr: args.admin_addr,
