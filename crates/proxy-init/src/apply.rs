@@ -10,7 +10,7 @@ use crate::rules::{self, Existing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("none of the iptables binaries for {family:?} ({tried}) was found in PATH, /usr/sbin or /sbin")]
+    #[error("none of the iptables binaries for {family:?} ({tried}) was found in PATH")]
     NoBinaries { family: Family, tried: String },
     #[error("cannot run {command}: {source}")]
     Spawn { command: String, source: std::io::Error },
@@ -32,10 +32,7 @@ pub struct Applied {
 
 fn find(binary: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(binary))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(binary)).find(|candidate| candidate.is_file())
 }
 
 /// The requested mode's binaries, else the first available of nft, plain and legacy.
@@ -133,11 +130,12 @@ pub fn cleanup(config: &Config) -> Result<Vec<Applied>, ApplyError> {
     Ok(applied)
 }
 
+/// `net.netfilter.nf_conntrack_tcp_timeout_close_wait` is per network namespace; inside another
+/// one it is written by a shell entered into it (images need not ship `sysctl`).
 fn set_close_wait_timeout(netns: Option<&Path>, seconds: u64) -> Result<(), ApplyError> {
-    const KEY: &str = "net.netfilter.nf_conntrack_tcp_timeout_close_wait";
+    const PATH: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait";
     match netns {
-        Some(_) => run(netns, Path::new("sysctl"), &["-w", &format!("{KEY}={seconds}")], None).map(|_| ()),
-        None => std::fs::write(format!("/proc/sys/{}", KEY.replace('.', "/")), seconds.to_string())
-            .map_err(|e| ApplyError::Sysctl(e.to_string())),
+        Some(_) => run(netns, Path::new("sh"), &["-c", &format!("echo {seconds} > {PATH}")], None).map(|_| ()),
+        None => std::fs::write(PATH, seconds.to_string()).map_err(|e| ApplyError::Sysctl(format!("{PATH}: {e}"))),
     }
 }

@@ -64,6 +64,7 @@ impl Net {
         sh(&["ip", "link", "set", &vp, "netns", &net.pod]);
         for (ns, dev, host) in [(&net.client, &vc, 1), (&net.pod, &vp, 2)] {
             sh(&["ip", "-n", ns, "addr", "add", &format!("10.77.{subnet}.{host}/24"), "dev", dev]);
+            sh(&["ip", "-n", ns, "addr", "add", &format!("fd77:{subnet}::{host}/64"), "dev", dev, "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
@@ -312,4 +313,116 @@ fn invalid_arguments_change_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid value \"http\" for --outbound-ports-to-ignore"), "{stderr}");
     assert!(net.saved_rules("nft").is_empty());
+}
+
+#[test]
+fn ipv6_is_programmed_and_redirected_too() {
+    if !prerequisites() {
+        return;
+    }
+    let net = Net::new();
+    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
+        .args([
+            "proxy-init",
+            "--netns",
+            &net.pod_path(),
+            "--iptables-mode",
+            "nft",
+            "--ipv6",
+            "-p",
+            "4143",
+            "-o",
+            "4140",
+        ])
+        .args(["-u", "2102", "--subnets-to-ignore", "10.9.0.0/16,fd99::/16"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let v6_rules = sh(&["ip", "netns", "exec", &net.pod, "ip6tables-nft-save", "-t", "nat"]);
+    assert!(v6_rules.contains("-s fd99::/16") && !v6_rules.contains("10.9.0.0/16"), "{v6_rules}");
+    let pod_v6: SocketAddr = format!("[fd77:{}::2]:8080", net.subnet).parse().unwrap();
+    let inbound_proxy = in_ns(&net.pod, || {
+        let listener = TcpListener::bind("[::]:4143").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    });
+    connect(&net.client, pod_v6);
+    let original = (0..100).find_map(|_| match inbound_proxy.accept() {
+        Ok((stream, _)) => Some(getsockopt(&stream, sockopt::Ip6tOriginalDst).unwrap()),
+        Err(_) => {
+            std::thread::sleep(Duration::from_millis(10));
+            None
+        }
+    });
+    let original = original.expect("the IPv6 connection reached the inbound proxy port");
+    assert_eq!(u16::from_be(original.sin6_port), 8080);
+    assert_eq!(
+        std::net::Ipv6Addr::from(original.sin6_addr.s6_addr),
+        pod_v6.ip().to_string().parse::<std::net::Ipv6Addr>().unwrap()
+    );
+}
+
+#[test]
+fn close_wait_timeout_is_set_in_the_pod_namespace() {
+    if !prerequisites() {
+        return;
+    }
+    let net = Net::new();
+    let output = net.proxy_init("legacy", &["--timeout-close-wait-secs", "77"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let value =
+        sh(&["ip", "netns", "exec", &net.pod, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait"]);
+    assert_eq!(value.trim(), "77");
+    let host =
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close_wait").unwrap_or_default();
+    assert_ne!(host.trim(), "77", "the host's own setting is not touched");
+}
+
+#[test]
+fn a_missing_mode_falls_back_to_the_binaries_that_exist() {
+    if !prerequisites() {
+        return;
+    }
+    let net = Net::new();
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["iptables-legacy-restore", "iptables-legacy-save", "nsenter"] {
+        let target = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(target, bin.path().join(tool)).unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
+        .env("PATH", bin.path())
+        .args([
+            "proxy-init",
+            "--netns",
+            &net.pod_path(),
+            "--iptables-mode",
+            "nft",
+            "--ipv6=false",
+            "-p",
+            "4143",
+            "-o",
+            "4140",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!net.saved_rules("legacy").is_empty(), "programmed with the legacy binaries");
+    assert!(net.saved_rules("nft").is_empty());
+
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
+        .env("PATH", empty.path())
+        .args(["proxy-init", "--netns", &net.pod_path(), "--ipv6=false", "-p", "4143", "-o", "4140"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("none of the iptables binaries"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
