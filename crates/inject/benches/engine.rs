@@ -64,6 +64,24 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Where the typical pod's time goes.
+    let typical = &cases[0].1;
+    let mut parts = c.benchmark_group("typical pod, by step");
+    let values = injector.values().clone();
+    let mut annotations = inject::config::AnnotationSet::default();
+    annotations.insert("linkerd.io/inject", "enabled", inject::config::Source::WorkloadAnnotation);
+    parts.bench_function("configuration (values + annotations)", |b| {
+        b.iter(|| inject::config::ProxyConfig::resolve(&values, &annotations, inject::config::EnvLayers::default()))
+    });
+    let owner = Owner { kind: "deployment", name: "web" };
+    let origin = Origin::Webhook { namespace: "emojivoto", namespace_annotations: None, owner: Some(owner) };
+    parts.bench_function("decision + patch as values", |b| {
+        b.iter(|| injector.evaluate(&Request { object: typical, kind: None, origin }).unwrap())
+    });
+    let outcome = injector.evaluate(&Request { object: typical, kind: None, origin }).unwrap();
+    parts.bench_function("patch serialization", |b| b.iter(|| outcome.patch.to_json()));
+    parts.finish();
 }
 
 criterion_group!(benches, bench);

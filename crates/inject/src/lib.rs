@@ -550,7 +550,7 @@ impl Injector {
             (false, true) => "containers/0",
             (false, false) => "containers/-",
         };
-        patch.add(format!("{p}/spec/{proxy_path}"), render::proxy_container(&input));
+        patch.add_serialized(format!("{p}/spec/{proxy_path}"), render::proxy_container(&input));
         Ok(())
     }
 }

@@ -2,15 +2,34 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An operation's value: a JSON tree, or JSON already serialized (the proxy container, rendered
+/// straight to text because it is most of every patch).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PatchValue {
+    Json(Value),
+    Serialized(Box<RawValue>),
+}
+
+impl PatchValue {
+    pub fn to_value(&self) -> Value {
+        match self {
+            PatchValue::Json(value) => value.clone(),
+            PatchValue::Serialized(raw) => serde_json::from_str(raw.get()).expect("rendered JSON is valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct PatchOperation {
     pub op: &'static str,
     pub path: String,
-    pub value: Value,
+    pub value: PatchValue,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(transparent)]
 pub struct Patch(Vec<PatchOperation>);
 
@@ -29,7 +48,11 @@ pub fn escape_token(token: &str) -> String {
 
 impl Patch {
     pub fn add(&mut self, path: String, value: Value) {
-        self.0.push(PatchOperation { op: "add", path, value });
+        self.0.push(PatchOperation { op: "add", path, value: PatchValue::Json(value) });
+    }
+
+    pub fn add_serialized(&mut self, path: String, value: Box<RawValue>) {
+        self.0.push(PatchOperation { op: "add", path, value: PatchValue::Serialized(value) });
     }
 
     pub fn operations(&self) -> &[PatchOperation] {
@@ -47,7 +70,7 @@ impl Patch {
     /// Applies the patch in place; on error the target may be partly patched, so callers apply
     /// to a copy they can discard.
     pub fn apply(&self, target: &mut Value) -> Result<(), PatchError> {
-        self.0.iter().try_for_each(|op| add(target, &op.path, op.value.clone()))
+        self.0.iter().try_for_each(|op| add(target, &op.path, op.value.to_value()))
     }
 }
 

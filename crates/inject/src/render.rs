@@ -2,6 +2,10 @@
 //! the debug sidecar and the volumes. Keys are inserted in sorted order, as the reference emits
 //! them (values copied from the user's configuration keep their own order).
 
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::config::ProxyConfig;
@@ -102,29 +106,6 @@ impl RenderInput<'_> {
     }
 }
 
-/// A two-key object, allocated at its final size (the proxy has about 60 env vars).
-fn pair(k1: &str, v1: Value, k2: &str, v2: Value) -> Value {
-    let mut map = Map::with_capacity(2);
-    map.insert(k1.into(), v1);
-    map.insert(k2.into(), v2);
-    Value::Object(map)
-}
-
-fn single(key: &str, value: Value) -> Value {
-    let mut map = Map::with_capacity(1);
-    map.insert(key.into(), value);
-    Value::Object(map)
-}
-
-fn env(name: &str, value: impl Into<String>) -> Value {
-    pair("name", Value::String(name.into()), "value", Value::String(value.into()))
-}
-
-fn env_field(name: &str, field_path: &str) -> Value {
-    let field_ref = single("fieldRef", single("fieldPath", Value::String(field_path.into())));
-    pair("name", Value::String(name.into()), "valueFrom", field_ref)
-}
-
 fn http_probe(path: &str, port: u16, probe: &crate::values::ProbeValues) -> Value {
     let mut p = Map::new();
     if let Some(threshold) = probe.failure_threshold {
@@ -160,9 +141,55 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
+/// One env var of the proxy, borrowed where it can be: the proxy has about 60, and building them
+/// as JSON trees was most of the cost of an admission.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EnvVar<'a> {
+    Value {
+        name: Cow<'a, str>,
+        value: Cow<'a, str>,
+    },
+    Field {
+        name: &'a str,
+        #[serde(rename = "valueFrom")]
+        value_from: FieldRef<'a>,
+    },
+    Given(&'a Value),
+}
+
+#[derive(Serialize)]
+struct FieldRef<'a> {
+    #[serde(rename = "fieldRef")]
+    field_ref: FieldPath<'a>,
+}
+
+#[derive(Serialize)]
+struct FieldPath<'a> {
+    #[serde(rename = "fieldPath")]
+    field_path: &'a str,
+}
+
+/// The env list under construction.
+struct Env<'a>(Vec<EnvVar<'a>>);
+
+impl<'a> Env<'a> {
+    fn set(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
+        self.0.push(EnvVar::Value { name: Cow::Borrowed(name), value: value.into() });
+    }
+
+    fn set_owned(&mut self, name: String, value: impl Into<Cow<'a, str>>) {
+        self.0.push(EnvVar::Value { name: Cow::Owned(name), value: value.into() });
+    }
+
+    fn field(&mut self, name: &'a str, field_path: &'a str) {
+        self.0.push(EnvVar::Field { name, value_from: FieldRef { field_ref: FieldPath { field_path } } });
+    }
+}
+
 /// `LINKERD2_PROXY_<DIR>_<SCOPE>_<PROTO>_<PARAM>` from `proxy.inbound` / `proxy.outbound`.
-fn per_parameter_env(direction: &str, tree: &Map<String, Value>, out: &mut Vec<Value>) {
-    fn walk(prefix: &str, node: &Map<String, Value>, out: &mut Vec<Value>) {
+fn per_parameter_env<'a>(direction: &str, tree: &'a Map<String, Value>, out: &mut Env<'a>) {
+    fn walk<'a>(prefix: &str, node: &'a Map<String, Value>, out: &mut Env<'a>) {
         let mut keys: Vec<&String> = node.keys().collect();
         keys.sort();
         for key in keys {
@@ -170,15 +197,39 @@ fn per_parameter_env(direction: &str, tree: &Map<String, Value>, out: &mut Vec<V
             match &node[key] {
                 Value::Object(child) => walk(&name, child, out),
                 Value::Null => {}
-                leaf => out.push(env(&name, scalar_text(leaf))),
+                leaf => out.set_owned(name, scalar_text(leaf)),
             }
         }
     }
     walk(&format!("LINKERD2_PROXY_{direction}"), tree, out);
 }
 
-/// The `linkerd-proxy` container (§5.2).
-pub fn proxy_container(input: &RenderInput<'_>) -> Value {
+/// The `linkerd-proxy` container (§5.2), in the order of its keys.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyContainer<'a> {
+    env: Vec<EnvVar<'a>>,
+    image: String,
+    image_pull_policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifecycle: Option<Value>,
+    liveness_probe: Value,
+    name: &'static str,
+    ports: Value,
+    readiness_probe: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<&'static str>,
+    security_context: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<Value>,
+    termination_message_policy: &'static str,
+    volume_mounts: Vec<Value>,
+}
+
+/// The `linkerd-proxy` container (§5.2), serialized.
+pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
     let v = input.values;
     let c = input.config;
     let ns = input.control_plane_ns;
@@ -187,44 +238,43 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Value {
     let bind = input.bind_address();
     let admin = c.admin_port.value;
 
-    let mut e: Vec<Value> = vec![
-        env_field("_pod_name", "metadata.name"),
-        env_field("_pod_ns", "metadata.namespace"),
-        env_field("_pod_uid", "metadata.uid"),
-        env_field("_pod_ip", "status.podIP"),
-        env_field("_pod_nodeName", "spec.nodeName"),
-        env("_pod_containerName", PROXY_CONTAINER),
-    ];
+    let mut e = Env(Vec::with_capacity(72));
+    e.field("_pod_name", "metadata.name");
+    e.field("_pod_ns", "metadata.namespace");
+    e.field("_pod_uid", "metadata.uid");
+    e.field("_pod_ip", "status.podIP");
+    e.field("_pod_nodeName", "spec.nodeName");
+    e.set("_pod_containerName", PROXY_CONTAINER);
     if let Some(cores) = v.proxy.cores {
-        e.push(env("LINKERD2_PROXY_CORES", cores.to_string()));
-        e.push(env("LINKERD2_PROXY_CORES_MIN", cores.to_string()));
+        e.set("LINKERD2_PROXY_CORES", cores.to_string());
+        e.set("LINKERD2_PROXY_CORES_MIN", cores.to_string());
     } else if let Some(min) = c.workers_min {
-        e.push(env("LINKERD2_PROXY_CORES", min.to_string()));
-        e.push(env("LINKERD2_PROXY_CORES_MIN", min.to_string()));
+        e.set("LINKERD2_PROXY_CORES", min.to_string());
+        e.set("LINKERD2_PROXY_CORES_MIN", min.to_string());
         if let Some(max) = c.workers_max {
-            e.push(env("LINKERD2_PROXY_CORES_MAX", max.to_string()));
+            e.set("LINKERD2_PROXY_CORES_MAX", max.to_string());
         }
         if !c.cpu_ratio_limit.value.is_empty() {
-            e.push(env("LINKERD2_PROXY_CORES_MAX_RATIO", c.cpu_ratio_limit.value.clone()));
+            e.set("LINKERD2_PROXY_CORES_MAX_RATIO", c.cpu_ratio_limit.value.as_str());
         }
     }
     if !c.require_identity_inbound_ports.value.is_empty() {
-        e.push(env("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", c.require_identity_inbound_ports.value.clone()));
+        e.set("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", c.require_identity_inbound_ports.value.as_str());
     }
-    e.push(env("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", c.admin_shutdown.value.to_string()));
+    e.set("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED", if c.admin_shutdown.value { "true" } else { "false" });
     let header_filter = if c.log_http_headers.value == "insecure" { "" } else { ",[{headers}]=off,[{request}]=off" };
-    e.push(env("LINKERD2_PROXY_LOG", format!("{}{header_filter}", c.log_level.value)));
-    e.push(env("LINKERD2_PROXY_LOG_FORMAT", c.log_format.value.clone()));
-    e.push(env("LINKERD2_PROXY_DESTINATION_SVC_ADDR", format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086")));
-    e.push(env("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", v.cluster_networks.clone()));
-    e.push(env("LINKERD2_PROXY_POLICY_SVC_ADDR", format!("linkerd-policy.{ns}.svc.{cd}.:8090")));
-    e.push(env("LINKERD2_PROXY_POLICY_WORKLOAD", "{\"ns\":\"$(_pod_ns)\", \"pod\":\"$(_pod_name)\"}\n"));
-    e.push(env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", c.default_inbound_policy.value.clone()));
-    e.push(env("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", v.cluster_networks.clone()));
+    e.set("LINKERD2_PROXY_LOG", format!("{}{header_filter}", c.log_level.value));
+    e.set("LINKERD2_PROXY_LOG_FORMAT", c.log_format.value.as_str());
+    e.set("LINKERD2_PROXY_DESTINATION_SVC_ADDR", format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086"));
+    e.set("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", v.cluster_networks.as_str());
+    e.set("LINKERD2_PROXY_POLICY_SVC_ADDR", format!("linkerd-policy.{ns}.svc.{cd}.:8090"));
+    e.set("LINKERD2_PROXY_POLICY_WORKLOAD", "{\"ns\":\"$(_pod_ns)\", \"pod\":\"$(_pod_name)\"}\n");
+    e.set("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", c.default_inbound_policy.value.as_str());
+    e.set("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", v.cluster_networks.as_str());
     let streams = &v.proxy.control.streams;
-    e.push(env("LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT", streams.initial_timeout.clone()));
-    e.push(env("LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT", streams.idle_timeout.clone()));
-    e.push(env("LINKERD2_PROXY_CONTROL_STREAM_LIFETIME", streams.lifetime.clone()));
+    e.set("LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT", streams.initial_timeout.as_str());
+    e.set("LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT", streams.idle_timeout.as_str());
+    e.set("LINKERD2_PROXY_CONTROL_STREAM_LIFETIME", streams.lifetime.as_str());
     let optional = [
         ("LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT", &c.inbound_connect_timeout.value),
         ("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT", &c.outbound_connect_timeout.value),
@@ -233,85 +283,80 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Value {
     ];
     for (name, value) in optional {
         if !value.is_empty() {
-            e.push(env(name, value.clone()));
+            e.set(name, value.as_str());
         }
     }
     if c.disable_outbound_detect_timeout.value {
-        e.push(env("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "365d"));
+        e.set("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT", "365d");
     }
     if c.disable_inbound_detect_timeout.value {
-        e.push(env("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "365d"));
+        e.set("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT", "365d");
     }
     let outbound = c.outbound_port.value;
-    e.push(env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", format!("{bind}:{}", c.control_port.value)));
-    e.push(env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", format!("{bind}:{admin}")));
-    e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", format!("127.0.0.1:{outbound}")));
+    e.set("LINKERD2_PROXY_CONTROL_LISTEN_ADDR", format!("{bind}:{}", c.control_port.value));
+    e.set("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", format!("{bind}:{admin}"));
+    e.set("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR", format!("127.0.0.1:{outbound}"));
     let outbound_addrs =
         if v.disable_ipv6 { format!("127.0.0.1:{outbound}") } else { format!("127.0.0.1:{outbound},[::1]:{outbound}") };
-    e.push(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", outbound_addrs));
-    e.push(env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", format!("{bind}:{}", c.inbound_port.value)));
-    e.push(env_field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs"));
-    e.push(env("LINKERD2_PROXY_INBOUND_PORTS", input.template.inbound_ports()));
+    e.set("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDRS", outbound_addrs);
+    e.set("LINKERD2_PROXY_INBOUND_LISTEN_ADDR", format!("{bind}:{}", c.inbound_port.value));
+    e.field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs");
+    e.set("LINKERD2_PROXY_INBOUND_PORTS", input.template.inbound_ports());
     if c.gateway.value {
-        e.push(env("LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES", format!("svc.{cd}.")));
+        e.set("LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES", format!("svc.{cd}."));
     }
     if input.ingress {
-        e.push(env("LINKERD2_PROXY_INGRESS_MODE", "true"));
+        e.set("LINKERD2_PROXY_INGRESS_MODE", "true");
     }
-    let suffixes = if c.external_profiles.value { ".".to_string() } else { format!("svc.{cd}.") };
-    e.push(env("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", suffixes));
-    e.push(env("LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "10000ms"));
-    e.push(env("LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE", "10000ms"));
-    e.push(env("LINKERD2_PROXY_INBOUND_ACCEPT_USER_TIMEOUT", "30s"));
-    e.push(env("LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT", "30s"));
-    e.push(env("LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS", c.metrics_hostname_labels.value.to_string()));
+    let suffixes = if c.external_profiles.value { Cow::Borrowed(".") } else { Cow::Owned(format!("svc.{cd}.")) };
+    e.set("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", suffixes);
+    e.set("LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "10000ms");
+    e.set("LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE", "10000ms");
+    e.set("LINKERD2_PROXY_INBOUND_ACCEPT_USER_TIMEOUT", "30s");
+    e.set("LINKERD2_PROXY_OUTBOUND_CONNECT_USER_TIMEOUT", "30s");
+    e.set(
+        "LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS",
+        if c.metrics_hostname_labels.value { "true" } else { "false" },
+    );
     if let Some(tracing) = input.tracing() {
         tracing_env(input, tracing, td, &mut e);
     }
     per_parameter_env("INBOUND", &v.proxy.inbound, &mut e);
     per_parameter_env("OUTBOUND", &v.proxy.outbound, &mut e);
     if !input.opaque_ports.is_empty() {
-        e.push(env("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", input.opaque_ports.clone()));
+        e.set("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", input.opaque_ports.as_str());
     }
-    e.push(env(
+    e.set(
         "LINKERD2_PROXY_DESTINATION_CONTEXT",
         "{\"ns\":\"$(_pod_ns)\", \"nodeName\":\"$(_pod_nodeName)\", \"pod\":\"$(_pod_name)\"}\n",
-    ));
-    e.push(env_field("_pod_sa", "spec.serviceAccountName"));
-    e.push(env("_l5d_ns", ns));
-    e.push(env("_l5d_trustdomain", td));
-    e.push(env("LINKERD2_PROXY_IDENTITY_DIR", END_ENTITY_DIR));
-    e.push(env("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", format!("{}\n", v.identity_trust_anchors_pem.trim())));
+    );
+    e.field("_pod_sa", "spec.serviceAccountName");
+    e.set("_l5d_ns", ns);
+    e.set("_l5d_trustdomain", td);
+    e.set("LINKERD2_PROXY_IDENTITY_DIR", END_ENTITY_DIR);
+    e.set("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", format!("{}\n", v.identity_trust_anchors_pem.trim()));
     let token_file = if v.identity.service_account_token_projection {
         "/var/run/secrets/tokens/linkerd-identity-token"
     } else {
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
     };
-    e.push(env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token_file));
-    e.push(env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080")));
-    e.push(env(
-        "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
-        format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"),
-    ));
-    e.push(env("LINKERD2_PROXY_IDENTITY_SVC_NAME", format!("linkerd-identity.{ns}.serviceaccount.identity.{ns}.{td}")));
+    e.set("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token_file);
+    e.set("LINKERD2_PROXY_IDENTITY_SVC_ADDR", format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080"));
+    e.set("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"));
+    e.set("LINKERD2_PROXY_IDENTITY_SVC_NAME", format!("linkerd-identity.{ns}.serviceaccount.identity.{ns}.{td}"));
     let destination_name = format!("linkerd-destination.{ns}.serviceaccount.identity.{ns}.{td}");
-    e.push(env("LINKERD2_PROXY_DESTINATION_SVC_NAME", destination_name.clone()));
-    e.push(env("LINKERD2_PROXY_POLICY_SVC_NAME", destination_name));
+    e.set("LINKERD2_PROXY_DESTINATION_SVC_NAME", destination_name.clone());
+    e.set("LINKERD2_PROXY_POLICY_SVC_NAME", destination_name);
     if !c.access_log.value.is_empty() {
-        e.push(env("LINKERD2_PROXY_ACCESS_LOG", c.access_log.value.clone()));
+        e.set("LINKERD2_PROXY_ACCESS_LOG", c.access_log.value.as_str());
     }
     if !c.shutdown_grace_period.value.is_empty() {
-        e.push(env("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", c.shutdown_grace_period.value.clone()));
+        e.set("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD", c.shutdown_grace_period.value.as_str());
     }
-    e.extend(c.additional_env.value.iter().cloned());
-    e.extend(v.proxy.experimental_env.iter().cloned());
+    e.0.extend(c.additional_env.value.iter().chain(&v.proxy.experimental_env).map(EnvVar::Given));
 
     let native = c.native_sidecar.value;
-    let mut proxy = Map::new();
-    proxy.insert("env".into(), Value::Array(e));
-    proxy.insert("image".into(), json!(input.image()));
-    proxy.insert("imagePullPolicy".into(), json!(c.image_pull_policy.value));
-    if !native && (c.proxy_await.value || c.wait_before_exit_seconds.value > 0) {
+    let lifecycle = (!native && (c.proxy_await.value || c.wait_before_exit_seconds.value > 0)).then(|| {
         let mut lifecycle = Map::new();
         if c.proxy_await.value {
             let command = json!(["/usr/lib/linkerd/linkerd-await", "--timeout=2m", format!("--port={admin}")]);
@@ -321,54 +366,51 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Value {
             let command = json!(["/bin/sleep", c.wait_before_exit_seconds.value.to_string()]);
             lifecycle.insert("preStop".into(), json!({"exec": {"command": command}}));
         }
-        proxy.insert("lifecycle".into(), Value::Object(lifecycle));
+        Value::Object(lifecycle)
+    });
+    let mut volume_mounts = vec![json!({"mountPath": END_ENTITY_DIR, "name": END_ENTITY_VOLUME})];
+    if input.tracing().is_some() {
+        volume_mounts.push(json!({"mountPath": PODINFO_DIR, "name": PODINFO_VOLUME}));
     }
-    proxy.insert("livenessProbe".into(), http_probe("/live", admin, &v.proxy.liveness_probe));
-    proxy.insert("name".into(), json!(PROXY_CONTAINER));
-    proxy.insert(
-        "ports".into(),
-        json!([
+    if v.identity.service_account_token_projection {
+        volume_mounts.push(json!({"mountPath": TOKEN_DIR, "name": TOKEN_VOLUME}));
+    }
+    volume_mounts.extend(input.copied_service_account_mount());
+    let container = ProxyContainer {
+        env: e.0,
+        image: input.image(),
+        image_pull_policy: &c.image_pull_policy.value,
+        lifecycle,
+        liveness_probe: http_probe("/live", admin, &v.proxy.liveness_probe),
+        name: PROXY_CONTAINER,
+        ports: json!([
             {"containerPort": c.inbound_port.value, "name": "linkerd-proxy"},
             {"containerPort": admin, "name": "linkerd-admin"},
         ]),
-    );
-    proxy.insert("readinessProbe".into(), http_probe("/ready", admin, &v.proxy.readiness_probe));
-    if let Some(resources) = input.resources() {
-        proxy.insert("resources".into(), resources);
-    }
-    if native {
-        proxy.insert("restartPolicy".into(), json!("Always"));
-    }
-    proxy.insert("securityContext".into(), proxy_security_context(input));
-    if native && c.proxy_await.value {
-        proxy.insert("startupProbe".into(), http_probe("/ready", admin, &v.proxy.startup_probe));
-    }
-    proxy.insert("terminationMessagePolicy".into(), json!("FallbackToLogsOnError"));
-    let mut mounts = vec![json!({"mountPath": END_ENTITY_DIR, "name": END_ENTITY_VOLUME})];
-    if input.tracing().is_some() {
-        mounts.push(json!({"mountPath": PODINFO_DIR, "name": PODINFO_VOLUME}));
-    }
-    if v.identity.service_account_token_projection {
-        mounts.push(json!({"mountPath": TOKEN_DIR, "name": TOKEN_VOLUME}));
-    }
-    mounts.extend(input.copied_service_account_mount());
-    proxy.insert("volumeMounts".into(), Value::Array(mounts));
-    Value::Object(proxy)
+        readiness_probe: http_probe("/ready", admin, &v.proxy.readiness_probe),
+        resources: input.resources(),
+        restart_policy: native.then_some("Always"),
+        security_context: proxy_security_context(input),
+        startup_probe: (native && c.proxy_await.value).then(|| http_probe("/ready", admin, &v.proxy.startup_probe)),
+        termination_message_policy: "FallbackToLogsOnError",
+        volume_mounts,
+    };
+    serde_json::value::to_raw_value(&container).expect("the proxy container always serializes")
 }
 
-fn tracing_env(input: &RenderInput<'_>, tracing: &crate::values::TracingValues, td: &str, e: &mut Vec<Value>) {
+fn tracing_env<'a>(input: &'a RenderInput<'_>, tracing: &'a crate::values::TracingValues, td: &str, e: &mut Env<'a>) {
     let ns = input.control_plane_ns;
-    let or = |s: &str, default: &str| if s.is_empty() { default.to_string() } else { s.to_string() };
-    e.push(env("LINKERD2_PROXY_TRACE_ATTRIBUTES_PATH", format!("{PODINFO_DIR}/labels")));
-    e.push(env("LINKERD2_PROXY_TRACE_ANNOTATIONS_PATH", format!("{PODINFO_DIR}/annotations")));
-    e.push(env("LINKERD2_PROXY_TRACE_PROTOCOL", or(&tracing.protocol, "opentelemetry")));
-    e.push(env("LINKERD2_PROXY_TRACE_SERVICE_NAME", or(&tracing.trace_service_name, "linkerd-proxy")));
-    e.push(env("LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR", tracing.collector.endpoint.clone()));
+    let or = |s: &'a str, default: &'static str| if s.is_empty() { default } else { s };
+    e.set("LINKERD2_PROXY_TRACE_ATTRIBUTES_PATH", format!("{PODINFO_DIR}/labels"));
+    e.set("LINKERD2_PROXY_TRACE_ANNOTATIONS_PATH", format!("{PODINFO_DIR}/annotations"));
+    e.set("LINKERD2_PROXY_TRACE_PROTOCOL", or(&tracing.protocol, "opentelemetry"));
+    e.set("LINKERD2_PROXY_TRACE_SERVICE_NAME", or(&tracing.trace_service_name, "linkerd-proxy"));
+    e.set("LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR", tracing.collector.endpoint.as_str());
     let identity = &tracing.collector.mesh_identity;
-    e.push(env(
+    e.set(
         "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME",
         format!("{}.{}.serviceaccount.identity.{ns}.{td}", identity.service_account_name, identity.namespace),
-    ));
+    );
     let mut attributes = std::collections::BTreeMap::new();
     attributes.insert("k8s.container.name".to_string(), "$(_pod_containerName)".to_string());
     attributes.insert("k8s.pod.ip".to_string(), "$(_pod_ip)".to_string());
@@ -387,7 +429,7 @@ fn tracing_env(input: &RenderInput<'_>, tracing: &crate::values::TracingValues, 
         }
     }
     let lines: String = attributes.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    e.push(env("LINKERD2_PROXY_TRACE_EXTRA_ATTRIBUTES", lines));
+    e.set("LINKERD2_PROXY_TRACE_EXTRA_ATTRIBUTES", lines);
 }
 
 fn proxy_security_context(input: &RenderInput<'_>) -> Value {
@@ -612,14 +654,15 @@ mod tests {
     #[test]
     fn per_parameter_env_is_sorted_and_stringified() {
         let tree = json!({"server": {"http2": {"b": 2.5, "appleSauce": true}}});
-        let mut out = Vec::new();
+        let mut out = Env(Vec::new());
         per_parameter_env("INBOUND", tree.as_object().unwrap(), &mut out);
         assert_eq!(
-            out,
-            vec![
-                json!({"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "value": "true"}),
-                json!({"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "value": "2.5"}),
-            ]
+            serde_json::to_value(&out.0).unwrap(),
+            json!(
+            [
+                {"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "value": "true"},
+                {"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "value": "2.5"},
+            ])
         );
     }
 }

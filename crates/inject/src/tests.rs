@@ -895,7 +895,7 @@ fn injected_objects_have_sorted_keys() {
             "config.alpha.linkerd.io/proxy-wait-before-exit-seconds": "3", "config.linkerd.io/proxy-gid": "7"});
         let object = pod(annotations, spec.clone());
         for op in webhook(&injector, &object, json!({})).patch.operations() {
-            assert_sorted(&op.value, &op.path);
+            assert_sorted(&op.value.to_value(), &op.path);
         }
     }
 }
