@@ -924,3 +924,380 @@ fn injector_default_init() -> Value {
     let object = pod(json!({"linkerd.io/inject": "enabled"}), app_spec());
     applied(&object, &webhook(&injector, &object, json!({})))["spec"]["initContainers"][0].clone()
 }
+
+/// Every configuration annotation of §4: a valid value changes the proxy, an invalid one keeps
+/// the default and produces exactly one warning naming the annotation.
+#[test]
+fn every_configuration_annotation_is_parsed_and_validated() {
+    let init_arg = |pod: &Value, flag: &str| {
+        let args = pod["spec"]["initContainers"][0]["args"].as_array().unwrap().clone();
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).and_then(|v| v.as_str().map(str::to_string))
+    };
+    let env = |name: &'static str| move |pod: &Value| env_value(proxy_of(pod), name).unwrap_or("<absent>").to_string();
+    let cases: Vec<(&str, &str, Option<&str>, Box<dyn Fn(&Value) -> String>, &str)> = vec![
+        (
+            "config.linkerd.io/proxy-image",
+            "my/proxy",
+            None,
+            Box::new(|p: &Value| proxy_of(p)["image"].as_str().unwrap().to_string()),
+            "my/proxy:edge-26.8.2",
+        ),
+        (
+            "config.linkerd.io/proxy-version",
+            "v9",
+            None,
+            Box::new(|p: &Value| proxy_of(p)["image"].as_str().unwrap().to_string()),
+            "cr.l5d.io/linkerd/proxy:v9",
+        ),
+        (
+            "config.linkerd.io/image-pull-policy",
+            "Never",
+            Some("Sometimes"),
+            Box::new(|p: &Value| proxy_of(p)["imagePullPolicy"].as_str().unwrap().to_string()),
+            "Never",
+        ),
+        (
+            "config.linkerd.io/control-port",
+            "5190",
+            Some("x"),
+            Box::new(env("LINKERD2_PROXY_CONTROL_LISTEN_ADDR")),
+            "0.0.0.0:5190",
+        ),
+        (
+            "config.linkerd.io/admin-port",
+            "5191",
+            Some("0"),
+            Box::new(env("LINKERD2_PROXY_ADMIN_LISTEN_ADDR")),
+            "0.0.0.0:5191",
+        ),
+        (
+            "config.linkerd.io/inbound-port",
+            "5143",
+            Some("-1"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_LISTEN_ADDR")),
+            "0.0.0.0:5143",
+        ),
+        (
+            "config.linkerd.io/outbound-port",
+            "5140",
+            Some("65536"),
+            Box::new(env("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR")),
+            "127.0.0.1:5140",
+        ),
+        (
+            "config.linkerd.io/skip-inbound-ports",
+            "22",
+            Some("ssh"),
+            Box::new(move |p: &Value| init_arg(p, "--inbound-ports-to-ignore").unwrap()),
+            "4190,4191,22",
+        ),
+        (
+            "config.linkerd.io/skip-outbound-ports",
+            "22,100-200",
+            Some("100-"),
+            Box::new(move |p: &Value| init_arg(p, "--outbound-ports-to-ignore").unwrap()),
+            "22,100-200",
+        ),
+        (
+            "config.linkerd.io/skip-subnets",
+            "10.9.0.0/16",
+            Some("10.9.0.0"),
+            Box::new(move |p: &Value| init_arg(p, "--subnets-to-ignore").unwrap_or_default()),
+            "10.9.0.0/16",
+        ),
+        (
+            "config.linkerd.io/opaque-ports",
+            "80",
+            None,
+            Box::new(env("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION")),
+            "80",
+        ),
+        ("config.linkerd.io/proxy-cpu-request", "2", Some("two"), Box::new(env("LINKERD2_PROXY_CORES")), "2"),
+        ("config.linkerd.io/proxy-cpu-limit", "3", Some("3 cores"), Box::new(env("LINKERD2_PROXY_CORES_MAX")), "3"),
+        (
+            "config.linkerd.io/proxy-cpu-ratio-limit",
+            "0.25",
+            Some("0"),
+            Box::new(env("LINKERD2_PROXY_CORES_MAX_RATIO")),
+            "0.25",
+        ),
+        (
+            "config.linkerd.io/proxy-memory-request",
+            "64Mi",
+            Some("64MB"),
+            Box::new(|p: &Value| proxy_of(p)["resources"]["requests"]["memory"].to_string()),
+            "\"64Mi\"",
+        ),
+        (
+            "config.linkerd.io/proxy-memory-limit",
+            "1Gi",
+            Some("lots"),
+            Box::new(|p: &Value| proxy_of(p)["resources"]["limits"]["memory"].to_string()),
+            "\"1Gi\"",
+        ),
+        (
+            "config.linkerd.io/proxy-ephemeral-storage-request",
+            "1Gi",
+            Some("-1Gi"),
+            Box::new(|p: &Value| proxy_of(p)["resources"]["requests"]["ephemeral-storage"].to_string()),
+            "\"1Gi\"",
+        ),
+        (
+            "config.linkerd.io/proxy-ephemeral-storage-limit",
+            "2Gi",
+            Some("2 Gi"),
+            Box::new(|p: &Value| proxy_of(p)["resources"]["limits"]["ephemeral-storage"].to_string()),
+            "\"2Gi\"",
+        ),
+        (
+            "config.linkerd.io/proxy-uid",
+            "1000",
+            Some("root"),
+            Box::new(|p: &Value| proxy_of(p)["securityContext"]["runAsUser"].to_string()),
+            "1000",
+        ),
+        (
+            "config.linkerd.io/proxy-gid",
+            "1000",
+            Some("wheel"),
+            Box::new(|p: &Value| proxy_of(p)["securityContext"]["runAsGroup"].to_string()),
+            "1000",
+        ),
+        (
+            "config.linkerd.io/proxy-log-level",
+            "debug",
+            Some(" "),
+            Box::new(env("LINKERD2_PROXY_LOG")),
+            "debug,[{headers}]=off,[{request}]=off",
+        ),
+        (
+            "config.linkerd.io/proxy-log-format",
+            "json",
+            Some("yaml"),
+            Box::new(env("LINKERD2_PROXY_LOG_FORMAT")),
+            "json",
+        ),
+        (
+            "config.linkerd.io/proxy-log-http-headers",
+            "insecure",
+            Some("on"),
+            Box::new(env("LINKERD2_PROXY_LOG")),
+            "warn,linkerd=info,hickory=error",
+        ),
+        (
+            "config.linkerd.io/proxy-admin-shutdown",
+            "enabled",
+            Some("true"),
+            Box::new(env("LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED")),
+            "true",
+        ),
+        (
+            "config.linkerd.io/enable-external-profiles",
+            "T",
+            Some("yes"),
+            Box::new(env("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES")),
+            ".",
+        ),
+        (
+            "config.linkerd.io/proxy-require-identity-inbound-ports",
+            "8080",
+            Some("http"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY")),
+            "8080",
+        ),
+        (
+            "config.linkerd.io/proxy-metrics-hostname-labels",
+            "1",
+            Some("2"),
+            Box::new(env("LINKERD2_PROXY_OUTBOUND_METRICS_HOSTNAME_LABELS")),
+            "true",
+        ),
+        (
+            "config.linkerd.io/proxy-outbound-connect-timeout",
+            "2s",
+            Some("2"),
+            Box::new(env("LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT")),
+            "2000ms",
+        ),
+        (
+            "config.linkerd.io/proxy-inbound-connect-timeout",
+            "250ms",
+            Some("-1s"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_CONNECT_TIMEOUT")),
+            "250ms",
+        ),
+        (
+            "config.linkerd.io/proxy-outbound-discovery-cache-unused-timeout",
+            "1m",
+            Some("1 minute"),
+            Box::new(env("LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT")),
+            "60s",
+        ),
+        (
+            "config.linkerd.io/proxy-inbound-discovery-cache-unused-timeout",
+            "1500ms",
+            Some("m"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_DISCOVERY_IDLE_TIMEOUT")),
+            "1s",
+        ),
+        (
+            "config.linkerd.io/proxy-disable-outbound-protocol-detect-timeout",
+            "true",
+            Some("maybe"),
+            Box::new(env("LINKERD2_PROXY_OUTBOUND_DETECT_TIMEOUT")),
+            "365d",
+        ),
+        (
+            "config.linkerd.io/proxy-disable-inbound-protocol-detect-timeout",
+            "TRUE",
+            Some("Y"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_DETECT_TIMEOUT")),
+            "365d",
+        ),
+        (
+            "config.linkerd.io/shutdown-grace-period",
+            "45s",
+            Some("45"),
+            Box::new(env("LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD")),
+            "45000ms",
+        ),
+        (
+            "config.linkerd.io/default-inbound-policy",
+            "audit",
+            Some("open"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY")),
+            "audit",
+        ),
+        ("config.linkerd.io/access-log", "apache", Some("nginx"), Box::new(env("LINKERD2_PROXY_ACCESS_LOG")), "apache"),
+        (
+            "config.linkerd.io/proxy-await",
+            "disabled",
+            Some("off"),
+            Box::new(|p: &Value| proxy_of(p).get("startupProbe").is_some().to_string()),
+            "false",
+        ),
+        (
+            "config.linkerd.io/enable-gateway",
+            "true",
+            Some("gateway"),
+            Box::new(env("LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES")),
+            "svc.cluster.local.",
+        ),
+        (
+            "config.linkerd.io/proxy-enable-native-sidecar",
+            "false",
+            Some("no"),
+            Box::new(|p: &Value| proxy_of(p).get("restartPolicy").is_some().to_string()),
+            "false",
+        ),
+        (
+            "config.linkerd.io/enable-debug-sidecar",
+            "true",
+            Some("please"),
+            Box::new(|p: &Value| p["spec"]["containers"].as_array().unwrap().len().to_string()),
+            "2",
+        ),
+        (
+            "config.linkerd.io/debug-image",
+            "my/debug",
+            None,
+            Box::new(|_: &Value| "checked below".to_string()),
+            "checked below",
+        ),
+        (
+            "config.linkerd.io/proxy-additional-env",
+            "[{\"name\":\"X\",\"value\":\"1\"}]",
+            Some("{"),
+            Box::new(env("X")),
+            "1",
+        ),
+        (
+            "config.alpha.linkerd.io/proxy-wait-before-exit-seconds",
+            "7",
+            Some("7s"),
+            Box::new(|_: &Value| "native: no preStop".to_string()),
+            "native: no preStop",
+        ),
+    ];
+    let injector = injector(json!({}));
+    for (key, valid, invalid, check, expected) in &cases {
+        let object = pod(json!({"linkerd.io/inject": "enabled", *key: valid}), app_spec());
+        let outcome = webhook(&injector, &object, json!({}));
+        assert!(outcome.warnings.is_empty(), "{key}={valid}: {:?}", outcome.warnings);
+        assert_eq!(&check(&applied(&object, &outcome)), expected, "{key}={valid}");
+        if let Some(invalid) = invalid {
+            let object = pod(json!({"linkerd.io/inject": "enabled", *key: invalid}), app_spec());
+            let outcome = webhook(&injector, &object, json!({}));
+            assert_eq!(outcome.warnings.len(), 1, "{key}={invalid}: {:?}", outcome.warnings);
+            assert_eq!(outcome.warnings[0].key, *key);
+            assert!(outcome.warnings[0].message.contains(&format!("{invalid:?}")), "{}", outcome.warnings[0]);
+            let default_pod = applied(&object, &outcome);
+            let baseline = pod(json!({"linkerd.io/inject": "enabled"}), app_spec());
+            let baseline = applied(&baseline, &webhook(&injector, &baseline, json!({})));
+            assert_eq!(check(&default_pod), check(&baseline), "{key}={invalid} keeps the default");
+        }
+    }
+    let debug = pod(
+        json!({"linkerd.io/inject": "enabled", "config.linkerd.io/enable-debug-sidecar": "true",
+        "config.linkerd.io/debug-image": "my/debug", "config.linkerd.io/debug-image-version": "v2",
+        "config.linkerd.io/debug-image-pull-policy": "Always"}),
+        app_spec(),
+    );
+    let out = applied(&debug, &webhook(&injector, &debug, json!({})));
+    let debug_container = &out["spec"]["containers"][1];
+    assert_eq!(
+        (debug_container["image"].as_str(), debug_container["imagePullPolicy"].as_str()),
+        (Some("my/debug:v2"), Some("Always"))
+    );
+}
+
+/// Every kind with a pod template is injected at its template, with its owner label (CLI).
+#[test]
+fn every_template_kind_is_injected_at_its_template() {
+    let injector = injector(json!({}));
+    let template = json!({"metadata": {"labels": {"app": "x"}}, "spec": app_spec()});
+    let kinds = [
+        ("Deployment", json!({"template": template}), "/spec/template", Some("linkerd.io/proxy-deployment")),
+        ("StatefulSet", json!({"template": template}), "/spec/template", Some("linkerd.io/proxy-statefulset")),
+        ("DaemonSet", json!({"template": template}), "/spec/template", Some("linkerd.io/proxy-daemonset")),
+        ("ReplicaSet", json!({"template": template}), "/spec/template", Some("linkerd.io/proxy-replicaset")),
+        (
+            "ReplicationController",
+            json!({"template": template}),
+            "/spec/template",
+            Some("linkerd.io/proxy-replicationcontroller"),
+        ),
+        ("Job", json!({"template": template}), "/spec/template", Some("linkerd.io/proxy-job")),
+        (
+            "CronJob",
+            json!({"jobTemplate": {"spec": {"template": {"spec": app_spec()}}}}),
+            "/spec/jobTemplate/spec/template",
+            Some("linkerd.io/proxy-cronjob"),
+        ),
+        ("Pod", app_spec(), "", None),
+    ];
+    let overrides = AnnotationSet::default();
+    for (kind, spec, at, owner_label) in kinds {
+        let object =
+            json!({"apiVersion": "x/v1", "kind": kind, "metadata": {"name": "w", "namespace": "n"}, "spec": spec});
+        let origin = Origin::Cli { manual: true, overrides: &overrides };
+        let outcome = injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap();
+        assert!(outcome.injectable, "{kind}");
+        let out = applied(&object, &outcome);
+        let pod = out.pointer(at).unwrap();
+        assert!(proxy_of(pod)["name"] == "linkerd-proxy", "{kind}");
+        let labels = pod["metadata"]["labels"].as_object().unwrap();
+        match owner_label {
+            Some(label) => assert_eq!(labels[label], "w", "{kind}"),
+            None => assert!(labels.keys().all(|k| !k.starts_with("linkerd.io/proxy-")), "{kind}"),
+        }
+        assert_eq!(labels["linkerd.io/workload-ns"], "n");
+    }
+    for kind in ["Service", "Namespace", "ConfigMap", "MyCustomResource"] {
+        let object = json!({"kind": kind, "metadata": {"name": "x"}});
+        let origin = Origin::Cli { manual: true, overrides: &overrides };
+        let outcome = injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap();
+        assert!(!outcome.injectable && outcome.reasons == [SkipReason::UnsupportedResource], "{kind}");
+    }
+}
