@@ -935,7 +935,8 @@ fn every_configuration_annotation_is_parsed_and_validated() {
         args.get(at + 1).and_then(|v| v.as_str().map(str::to_string))
     };
     let env = |name: &'static str| move |pod: &Value| env_value(proxy_of(pod), name).unwrap_or("<absent>").to_string();
-    let cases: Vec<(&str, &str, Option<&str>, Box<dyn Fn(&Value) -> String>, &str)> = vec![
+    type Check = Box<dyn Fn(&Value) -> String>;
+    let cases: Vec<(&str, &str, Option<&str>, Check, &str)> = vec![
         (
             "config.linkerd.io/proxy-image",
             "my/proxy",
