@@ -83,13 +83,23 @@ impl Net {
         format!("/var/run/netns/{}", self.pod)
     }
 
+    /// `proxy-injector proxy-init --netns <pod> <args>`, with `path` as PATH when given.
+    fn run(&self, args: &[&str], path: Option<&std::path::Path>) -> std::process::Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_proxy-injector"));
+        command.args(["proxy-init", "--netns", &self.pod_path()]).args(args);
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        command.output().unwrap()
+    }
+
+    /// proxy-init with the arguments a default injected pod gets, plus `extra`.
     fn proxy_init(&self, mode: &str, extra: &[&str]) -> std::process::Output {
-        let netns = self.pod_path();
-        let mut args = vec!["proxy-init", "--netns", &netns, "--iptables-mode", mode, "--ipv6=false"];
+        let mut args = vec!["--iptables-mode", mode, "--ipv6=false"];
         args.extend(["--incoming-proxy-port", "4143", "--outgoing-proxy-port", "4140", "--proxy-uid", "2102"]);
         args.extend(["--inbound-ports-to-ignore", "4190,4191,4567,4568", "--outbound-ports-to-ignore", "4567,4568"]);
         args.extend(extra);
-        Command::new(env!("CARGO_BIN_EXE_proxy-injector")).args(&args).output().unwrap()
+        self.run(&args, None)
     }
 
     /// The proxy-init rules as `iptables-save` prints them, without counters.
@@ -247,22 +257,7 @@ fn redirects_real_traffic(mode: &str) {
     assert_eq!(accepted(&inbound_proxy), None);
 
     // Cleanup removes every chain and jump.
-    let cleaned = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
-        .args([
-            "proxy-init",
-            "--cleanup",
-            "--netns",
-            &net.pod_path(),
-            "--iptables-mode",
-            mode,
-            "--ipv6=false",
-            "-p",
-            "4143",
-            "-o",
-            "4140",
-        ])
-        .output()
-        .unwrap();
+    let cleaned = net.run(&["--cleanup", "--iptables-mode", mode, "--ipv6=false", "-p", "4143", "-o", "4140"], None);
     assert!(cleaned.status.success(), "{}", String::from_utf8_lossy(&cleaned.stderr));
     assert!(net.saved_rules(mode).is_empty(), "{:?}", net.saved_rules(mode));
 }
@@ -321,22 +316,8 @@ fn ipv6_is_programmed_and_redirected_too() {
         return;
     }
     let net = Net::new();
-    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
-        .args([
-            "proxy-init",
-            "--netns",
-            &net.pod_path(),
-            "--iptables-mode",
-            "nft",
-            "--ipv6",
-            "-p",
-            "4143",
-            "-o",
-            "4140",
-        ])
-        .args(["-u", "2102", "--subnets-to-ignore", "10.9.0.0/16,fd99::/16"])
-        .output()
-        .unwrap();
+    let args = ["--iptables-mode", "nft", "--ipv6", "-p", "4143", "-o", "4140", "-u", "2102"];
+    let output = net.run(&[&args[..], &["--subnets-to-ignore", "10.9.0.0/16,fd99::/16"]].concat(), None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let v6_rules = sh(&["ip", "netns", "exec", &net.pod, "ip6tables-nft-save", "-t", "nat"]);
     assert!(v6_rules.contains("-s fd99::/16") && !v6_rules.contains("10.9.0.0/16"), "{v6_rules}");
@@ -393,32 +374,13 @@ fn a_missing_mode_falls_back_to_the_binaries_that_exist() {
             .unwrap();
         std::os::unix::fs::symlink(target, bin.path().join(tool)).unwrap();
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
-        .env("PATH", bin.path())
-        .args([
-            "proxy-init",
-            "--netns",
-            &net.pod_path(),
-            "--iptables-mode",
-            "nft",
-            "--ipv6=false",
-            "-p",
-            "4143",
-            "-o",
-            "4140",
-        ])
-        .output()
-        .unwrap();
+    let output = net.run(&["--iptables-mode", "nft", "--ipv6=false", "-p", "4143", "-o", "4140"], Some(bin.path()));
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(!net.saved_rules("legacy").is_empty(), "programmed with the legacy binaries");
     assert!(net.saved_rules("nft").is_empty());
 
     let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_proxy-injector"))
-        .env("PATH", empty.path())
-        .args(["proxy-init", "--netns", &net.pod_path(), "--ipv6=false", "-p", "4143", "-o", "4140"])
-        .output()
-        .unwrap();
+    let output = net.run(&["--ipv6=false", "-p", "4143", "-o", "4140"], Some(empty.path()));
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("none of the iptables binaries"),
