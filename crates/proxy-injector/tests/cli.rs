@@ -273,3 +273,33 @@ fn explain_answers_as_the_webhook_would() {
     let service = by_name("web-svc");
     assert_eq!(service["result"]["action"], "unchanged");
 }
+
+#[test]
+fn proxy_init_simulate_prints_the_rules_and_touches_nothing() {
+    let (stdout, _) = run_ok(cli().args([
+        "proxy-init",
+        "--simulate",
+        "--firewall-bin-path",
+        "iptables-nft",
+        "--firewall-save-bin-path",
+        "iptables-nft-save",
+        "--ipv6=false",
+        "--incoming-proxy-port",
+        "4143",
+        "--outgoing-proxy-port",
+        "4140",
+        "--proxy-uid",
+        "2102",
+        "--inbound-ports-to-ignore",
+        "4190,4191,4567,4568",
+        "--outbound-ports-to-ignore",
+        "4567,4568",
+    ]));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"*nat"));
+    assert_eq!(lines.last(), Some(&"COMMIT"));
+    assert!(lines.contains(
+        &"-A PROXY_INIT_OUTPUT -m owner --uid-owner 2102 -j RETURN -m comment --comment proxy-init/ignore-proxy-user-id"
+    ));
+    assert_eq!(lines.iter().filter(|l| l.starts_with("-A ")).count(), 8, "{stdout}");
+}

@@ -330,6 +330,31 @@ async fn cli_reads_linkerd_config_from_the_cluster() {
     let template = &deployment["spec"]["template"];
     assert!(container(template, "linkerd-proxy")["image"].as_str().unwrap().starts_with("registry.example/proxy:"));
     assert_eq!(template["metadata"]["labels"]["linkerd.io/control-plane-ns"], control_plane);
+
+    // explain with a live namespace answers as the webhook would in it.
+    let annotated = "s10-apps";
+    namespace(
+        &client,
+        "s10",
+        annotated,
+        json!({"linkerd.io/inject": "enabled", "config.linkerd.io/admin-port": "6191"}),
+        json!({}),
+    )
+    .await;
+    let output = std::process::Command::new(binary())
+        .args(["explain", "-o", "json", "-L", control_plane, "--namespace", annotated, "--kubeconfig"])
+        .arg(kubeconfig())
+        .arg(examples().join("manifests/emojivoto.yaml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reports: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let web = reports.as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap();
+    assert_eq!(web["origin"], "webhook");
+    assert_eq!(web["result"]["annotationAt"], "namespace");
+    let admin =
+        web["result"]["configuration"].as_array().unwrap().iter().find(|s| s["setting"] == "adminPort").unwrap();
+    assert_eq!((admin["value"].as_str(), admin["source"].as_str()), (Some("6191"), Some("namespace annotation")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
