@@ -2,10 +2,12 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod cluster;
 mod explain;
 mod flags;
 mod input;
+mod install;
 mod iptables;
 mod logging;
 mod report;
@@ -53,6 +55,10 @@ enum Command {
     ProxyInit(Box<iptables::ProxyInitArgs>),
     /// Check that the pod's traffic is redirected to the proxy (CNI mode); exits 95 if not
     NetworkValidator(iptables::ValidatorArgs),
+    /// Print the manifests that install the webhook, for `kubectl apply -f -`
+    Install(Box<install::InstallArgs>),
+    /// Check that the installed webhook is registered, trusted and injecting
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
         }
         Command::ProxyInit(args) => iptables::proxy_init(args).map(|()| true),
         Command::NetworkValidator(args) => iptables::network_validator(args),
+        Command::Install(args) => install::run(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
+        Command::Check(args) => check::run(args, &cli.cluster, &cli.linkerd_namespace),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use crate::handler::ErrorPolicy;
 
-pub const CONFIGURATION_NAME: &str = "linkerd-proxy-injector-webhook-config";
+/// This injector's registration; Linkerd's own is [`LINKERD_CONFIGURATION_NAME`].
+pub const CONFIGURATION_NAME: &str = "proxy-injector-webhook-config";
+pub const LINKERD_CONFIGURATION_NAME: &str = "linkerd-proxy-injector-webhook-config";
 pub const WEBHOOK_NAME: &str = "linkerd-proxy-injector.linkerd.io";
 
 /// Where the apiserver reaches the webhook.

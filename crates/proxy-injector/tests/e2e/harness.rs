@@ -50,10 +50,6 @@ pub fn trust_anchors() -> String {
     values["identityTrustAnchorsPEM"].as_str().unwrap().to_string()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A CA, and serving certificates it signs for 127.0.0.1.
 pub struct Pki {
     pub ca_pem: String,
@@ -120,12 +116,20 @@ pub struct WebhookOptions {
     pub values: Value,
     pub on_error: &'static str,
     pub max_in_flight: usize,
+    /// Listen on this port instead of a free one.
+    pub port: Option<u16>,
+    /// Serve this certificate and key (PEM) instead of one from the process's own CA.
+    pub tls: Option<(String, String)>,
 }
 
 impl Default for WebhookOptions {
     fn default() -> Self {
-        WebhookOptions { values: json!({}), on_error: "admit", max_in_flight: 4096 }
+        WebhookOptions { values: json!({}), on_error: "admit", max_in_flight: 4096, port: None, tls: None }
     }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running `proxy-injector webhook`, killed on drop.
@@ -144,12 +148,12 @@ impl WebhookProcess {
     pub fn start(options: WebhookOptions) -> WebhookProcess {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new();
-        let (cert, key) = pki.serving(30);
+        let (cert, key) = options.tls.clone().unwrap_or_else(|| pki.serving(30));
         let tls = ProjectedDir::new(dir.path().join("tls"), &[("tls.crt", &cert), ("tls.key", &key)]);
         let values = serde_json::to_string(&options.values).unwrap();
         let anchors = trust_anchors();
         let config = ProjectedDir::new(dir.path().join("config"), &[("values", &values), ("ca-bundle.crt", &anchors)]);
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, admin_port) = (options.port.unwrap_or_else(free_port), free_port());
         let log = dir.path().join("webhook.log");
         let child = Command::new(binary())
             .args([

@@ -2,6 +2,7 @@
 //! Run with `cargo xtask e2e`, which starts etcd and kube-apiserver for it.
 
 mod harness;
+mod install;
 mod late_webhook;
 mod scenarios;
 mod server;

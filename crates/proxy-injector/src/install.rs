@@ -1,0 +1,349 @@
+//! `install`: everything the webhook needs in a cluster, for `kubectl apply -f -`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use clap::Args;
+use inject::values::ValuesDocument;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use serde_json::{Value, json};
+use webhook::ErrorPolicy;
+use webhook::registration::{Endpoint, Registration};
+
+use crate::cluster::ClusterArgs;
+use crate::transform::OutputFormat;
+
+pub const NAME: &str = "proxy-injector";
+pub const TLS_SECRET: &str = "proxy-injector-tls";
+/// Certificates this close to expiry are replaced on re-install, and `check` warns about them.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Values in the schema of Linkerd's Helm values (repeatable; later files win)
+    #[arg(long = "values", value_name = "FILE")]
+    values: Vec<PathBuf>,
+    /// A single value, e.g. --set proxyInjector.timeoutSeconds=5 (repeatable; wins over files)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Namespace to install into (default: the Linkerd control-plane namespace, -L)
+    #[arg(long)]
+    namespace: Option<String>,
+    /// The proxy-injector image
+    #[arg(long, default_value = concat!("proxy-injector:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+    /// Three replicas, a PodDisruptionBudget, anti-affinity and failurePolicy Fail
+    #[arg(long)]
+    ha: bool,
+    /// Have cert-manager issue the serving certificate and inject the CA bundle
+    #[arg(long)]
+    cert_manager: bool,
+    /// Validity of a generated serving certificate, e.g. 8760h
+    #[arg(long, default_value = "8760h", value_parser = crate::serve::parse_duration)]
+    cert_validity: Duration,
+    /// Render the linkerd-config and trust-roots ConfigMaps from the values instead of using an
+    /// existing Linkerd control plane's
+    #[arg(long)]
+    standalone: bool,
+    /// Also neutralize Linkerd's own injector registration, so only this injector mutates pods
+    #[arg(long)]
+    retire_linkerd_injector: bool,
+    /// Register the webhook at this URL instead of the in-cluster Service (a webhook running
+    /// outside the cluster); the URL's host is added to the serving certificate
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
+    /// Do not look for an existing certificate in the cluster; generate a new one
+    #[arg(long)]
+    ignore_cluster: bool,
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    output: OutputFormat,
+}
+
+/// The serving certificate, its key, and the CA that signed it.
+struct Tls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// The names the serving certificate must carry.
+fn service_names(namespace: &str, webhook_url: Option<&str>) -> Vec<String> {
+    let mut names = vec![format!("{NAME}.{namespace}.svc"), format!("{NAME}.{namespace}.svc.cluster.local")];
+    if let Some(host) = webhook_url.and_then(url_host) {
+        names.push(host);
+    }
+    names
+}
+
+/// `https://HOST[:PORT]/...` → HOST (without IPv6 brackets).
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn generate_tls(namespace: &str, webhook_url: Option<&str>, validity: Duration) -> anyhow::Result<Tls> {
+    let now = time::OffsetDateTime::now_utc();
+    let until = now + time::Duration::seconds(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 2));
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name.push(DnType::CommonName, format!("{NAME}.{namespace} webhook CA"));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    (ca.not_before, ca.not_after) = (now - time::Duration::minutes(5), until);
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let mut serving = CertificateParams::new(service_names(namespace, webhook_url))?;
+    serving.distinguished_name.push(DnType::CommonName, format!("{NAME}.{namespace}.svc"));
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    (serving.not_before, serving.not_after) = (now - time::Duration::minutes(5), until);
+    Ok(Tls { ca: ca_pem, cert: serving.signed_by(&key, &issuer)?.pem(), key: key.serialize_pem() })
+}
+
+/// The current Secret's pair, if it is there and not due for renewal: re-installing must not
+/// rotate the certificate (GitOps diffs stay quiet).
+fn existing_tls(cluster: &ClusterArgs, namespace: &str) -> anyhow::Result<Option<Tls>> {
+    let secret = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let client = cluster.client().await?;
+        let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, namespace);
+        anyhow::Ok(api.get_opt(TLS_SECRET).await?)
+    })?;
+    let Some(data) = secret.and_then(|s| s.data) else { return Ok(None) };
+    let text = |key: &str| data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let (Some(ca), Some(cert), Some(key)) = (text("ca.crt"), text("tls.crt"), text("tls.key")) else { return Ok(None) };
+    let remaining = crate::check::remaining_validity(&cert)?;
+    Ok((remaining > RENEW_BEFORE).then_some(Tls { ca, cert, key }))
+}
+
+/// Applies `--set key.path=value`; the value is read as YAML (numbers and booleans typed).
+fn set_value(document: Value, assignment: &str) -> anyhow::Result<Value> {
+    let (path, raw) =
+        assignment.split_once('=').with_context(|| format!("--set {assignment:?}: expected KEY=VALUE"))?;
+    let value = manifest::parse_stream(raw)
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .map_or(Value::String(raw.into()), |d| d.value);
+    let mut patch = value;
+    for segment in path.split('.').rev() {
+        if segment.is_empty() {
+            bail!("--set {assignment:?}: empty key segment");
+        }
+        patch = json!({ segment: patch });
+    }
+    let mut merged = document;
+    merge(&mut merged, patch);
+    Ok(merged)
+}
+
+fn merge(base: &mut Value, later: Value) {
+    match (base, later) {
+        (Value::Object(base), Value::Object(later)) => {
+            for (k, v) in later {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, later) => *base = later,
+    }
+}
+
+fn values_document(args: &InstallArgs) -> anyhow::Result<Value> {
+    let mut document = json!({});
+    for path in &args.values {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read values file {}", path.display()))?;
+        let parsed = manifest::parse_stream(&text).with_context(|| path.display().to_string())?;
+        merge(&mut document, parsed.into_iter().next().map_or(json!({}), |d| d.value));
+    }
+    for assignment in &args.set {
+        document = set_value(document, assignment)?;
+    }
+    Ok(document)
+}
+
+pub fn run(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<()> {
+    let objects = render(args, cluster, control_plane_ns)?;
+    let format: manifest::Format = args.output.into();
+    let mut out = String::new();
+    match format {
+        manifest::Format::Yaml => {
+            for object in &objects {
+                format.write_document(object, &mut out)?;
+            }
+        }
+        manifest::Format::Json => {
+            format.write_document(&json!({"apiVersion": "v1", "kind": "List", "items": objects}), &mut out)?
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<Vec<Value>> {
+    let namespace = args.namespace.clone().unwrap_or_else(|| control_plane_ns.to_string());
+    let given = values_document(args)?;
+    let values = ValuesDocument::from_value(given.clone())?;
+    // The same checks the webhook makes when it loads these values.
+    inject::Injector::new(values.clone(), control_plane_ns)?;
+    let v = &values.values;
+    if args.standalone && v.identity_trust_anchors_pem.trim().is_empty() {
+        bail!("--standalone needs the identity trust anchors: set identityTrustAnchorsPEM in --values");
+    }
+    let error_policy = match (args.ha, v.webhook_failure_policy.as_str()) {
+        (true, _) | (false, "Fail") => ErrorPolicy::Deny,
+        _ => ErrorPolicy::Admit,
+    };
+    let tls = if args.cert_manager {
+        None
+    } else {
+        let reused = if args.ignore_cluster {
+            None
+        } else {
+            existing_tls(cluster, &namespace)
+                .context("cannot look for the existing certificate; use --ignore-cluster to generate a new one")?
+        };
+        Some(match reused {
+            Some(tls) => tls,
+            None => generate_tls(&namespace, args.webhook_url.as_deref(), args.cert_validity)?,
+        })
+    };
+    let labels = json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "linkerd",
+        "linkerd.io/control-plane-component": NAME, "linkerd.io/control-plane-ns": control_plane_ns});
+    let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+
+    let mut objects = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace,
+            "labels": {"config.linkerd.io/admission-webhooks": "disabled"},
+            "annotations": {"linkerd.io/inject": "disabled"}}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
+        "rules": [
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{namespace}")},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]}),
+    ];
+    if args.standalone {
+        let mut linkerd_values = given;
+        if let Some(map) = linkerd_values.as_object_mut() {
+            map.remove("identityTrustAnchorsPEM");
+        }
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-config"),
+            "data": {"values": manifest::to_yaml(&linkerd_values)?}}));
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-identity-trust-roots"),
+            "data": {"ca-bundle.crt": v.identity_trust_anchors_pem}}));
+    }
+    match &tls {
+        Some(tls) => objects.push(
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": meta(TLS_SECRET),
+            "data": {"ca.crt": b64(&tls.ca), "tls.crt": b64(&tls.cert), "tls.key": b64(&tls.key)}}),
+        ),
+        None => {
+            objects.push(json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": meta(NAME), "spec": {"selfSigned": {}}}));
+            objects.push(json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": meta(NAME), "spec": {
+                "secretName": TLS_SECRET, "dnsNames": service_names(&namespace, args.webhook_url.as_deref()), "duration": format!("{}h", args.cert_validity.as_secs() / 3600),
+                "issuerRef": {"name": NAME, "kind": "Issuer"}, "privateKey": {"rotationPolicy": "Always"}}}));
+        }
+    }
+    objects.push(deployment(args, &namespace, control_plane_ns, &labels, error_policy));
+    objects.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(NAME), "spec": {"type": "ClusterIP",
+        "selector": {"app.kubernetes.io/name": NAME},
+        "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}}));
+    if args.ha {
+        objects.push(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(NAME),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}));
+    }
+    if let Some(url) = &args.webhook_url
+        && url_host(url).is_none()
+    {
+        bail!("--webhook-url {url:?}: expected https://HOST[:PORT]/PATH");
+    }
+    let registration = Registration {
+        control_plane_ns: control_plane_ns.into(),
+        endpoint: match &args.webhook_url {
+            Some(url) => Endpoint::Url(url.clone()),
+            None => Endpoint::Service { namespace: namespace.clone(), name: NAME.into() },
+        },
+        ca_bundle: tls.as_ref().map(|t| t.ca.clone()),
+        error_policy,
+        timeout_seconds: u32::try_from(v.proxy_injector.timeout_seconds.clamp(1, 30)).unwrap_or(10),
+    };
+    let mut configuration = registration.render();
+    if args.cert_manager {
+        configuration["metadata"]["annotations"] =
+            json!({"cert-manager.io/inject-ca-from": format!("{namespace}/{NAME}")});
+    }
+    if args.retire_linkerd_injector {
+        // Linkerd's registration, kept valid but matching no namespace, so its injector stops
+        // receiving pods; apply with --force-conflicts where Helm owns it.
+        let mut retired = configuration.clone();
+        retired["metadata"]["name"] = json!(webhook::registration::LINKERD_CONFIGURATION_NAME);
+        retired["webhooks"][0]["namespaceSelector"] = json!({"matchExpressions": [{"key": "proxy-injector.linkerd.io/retired", "operator": "In", "values": ["never"]}]});
+        objects.push(retired);
+    }
+    objects.push(configuration);
+    Ok(objects)
+}
+
+fn deployment(
+    args: &InstallArgs,
+    namespace: &str,
+    control_plane_ns: &str,
+    labels: &Value,
+    error_policy: ErrorPolicy,
+) -> Value {
+    let on_error = match error_policy {
+        ErrorPolicy::Deny => "deny",
+        ErrorPolicy::Admit => "admit",
+    };
+    let replicas = if args.ha { 3 } else { 1 };
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
+    let mut spec = json!({
+        "serviceAccountName": NAME,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": NAME,
+            "image": args.image,
+            "args": ["webhook", format!("--linkerd-namespace={control_plane_ns}"), format!("--on-error={on_error}"), "--log-format=json"],
+            "ports": [{"name": "https", "containerPort": 8443}, {"name": "admin", "containerPort": 9995}],
+            "livenessProbe": probe("/ping"),
+            "readinessProbe": probe("/ready"),
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "runAsNonRoot": true,
+                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/var/run/linkerd/config", "readOnly": true},
+                {"name": "trust-roots", "mountPath": "/var/run/linkerd/identity/trust-roots", "readOnly": true},
+                {"name": "tls", "mountPath": "/var/run/linkerd/tls", "readOnly": true},
+            ],
+        }],
+        "volumes": [
+            {"name": "config", "configMap": {"name": "linkerd-config"}},
+            {"name": "trust-roots", "configMap": {"name": "linkerd-identity-trust-roots"}},
+            {"name": "tls", "secret": {"secretName": TLS_SECRET}},
+        ],
+    });
+    if args.ha {
+        spec["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}]}});
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME, "namespace": namespace, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+            "strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels}, "spec": spec}}})
+}

@@ -1,0 +1,189 @@
+//! `install` and `check` against the real apiserver.
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+fn install(args: &[&str]) -> Vec<Value> {
+    let output =
+        Command::new(binary()).args(["install", "--kubeconfig"]).arg(kubeconfig()).args(args).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    manifest::parse_stream(&String::from_utf8(output.stdout).unwrap()).unwrap().into_iter().map(|d| d.value).collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn secret_text(objects: &[Value], key: &str) -> String {
+    let encoded = find(objects, "Secret")["data"][key].as_str().unwrap();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
+}
+
+/// Server-side applies every object, as `kubectl apply --server-side` does.
+async fn apply(client: &kube::Client, objects: &[Value]) {
+    for object in objects {
+        let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", object["apiVersion"].as_str().unwrap()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+        let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match (capabilities.scope, object["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let typed: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+        let name = typed.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("proxy-injector-e2e").force(), &Patch::Apply(&typed))
+            .await
+            .unwrap_or_else(|e| panic!("{} {name} refused: {e}", object["kind"]));
+    }
+}
+
+/// Gives a rendered registration this test's own name and limits it to this test's namespaces,
+/// as the harness does for the other tests.
+fn isolate(objects: &mut [Value], test: &str) {
+    for object in objects.iter_mut().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
+        object["metadata"]["name"] = json!(configuration_name(test));
+        object["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": TEST_LABEL, "operator": "In", "values": [test]}));
+    }
+}
+
+fn configuration_name(test: &str) -> String {
+    format!("{}-{test}", webhook::registration::CONFIGURATION_NAME)
+}
+
+fn check(test: &str, namespace: &str, test_namespace: &str) -> (bool, String) {
+    let output = Command::new(binary())
+        .args(["check", "--namespace", namespace, "-L", namespace, "--test-namespace", test_namespace])
+        .args(["--configuration", &configuration_name(test), "--kubeconfig"])
+        .arg(kubeconfig())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_is_accepted_drives_injection_and_check_verifies_it() {
+    let client = client().await;
+    let (system, apps) = ("i01-system", "i01-apps");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/");
+    let values = examples().join("values.yaml").display().to_string();
+    let common = ["--standalone", "--namespace", system, "-L", system, "--values", &values, "--webhook-url", &url];
+    let mut objects = install(&[&common[..], &["--ignore-cluster"]].concat());
+    let kinds: Vec<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "Service",
+            "MutatingWebhookConfiguration"
+        ]
+    );
+    let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    isolate(&mut objects, "i01");
+    apply(&client, &objects).await;
+
+    // Re-installing reads the certificate back instead of rotating it.
+    let again = install(&common);
+    assert_eq!(secret_text(&again, "tls.crt"), secret_text(&objects, "tls.crt"), "the certificate was not rotated");
+
+    // The installed pieces drive injection: a local webhook serving the installed Secret.
+    let webhook = WebhookProcess::start(WebhookOptions {
+        port: Some(port),
+        tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
+        ..WebhookOptions::default()
+    });
+    namespace(&client, "i01", apps, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    wait_until_active(&client, apps).await;
+    let (ok, output) = check("i01", system, apps);
+    assert!(ok, "{output}");
+    for line in [
+        "√ the webhook configuration proxy-injector-webhook-config-i01 exists",
+        "√ the caBundle verifies the serving certificate for 127.0.0.1",
+        "√ a dry-run pod in namespace i01-apps comes back injected",
+    ] {
+        assert!(output.contains(line), "missing {line:?} in:\n{output}");
+    }
+
+    // A caBundle that does not sign the served certificate is reported.
+    let mut wrong = objects.iter().find(|o| o["kind"] == "MutatingWebhookConfiguration").unwrap().clone();
+    wrong["webhooks"][0]["clientConfig"]["caBundle"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(Pki::new().ca_pem));
+    apply(&client, &[wrong]).await;
+    let (ok, output) = check("i01", system, apps);
+    assert!(!ok, "{output}");
+    assert!(output.contains("× the caBundle does not verify the serving certificate for 127.0.0.1"), "{output}");
+    drop(webhook);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_an_expired_certificate() {
+    let client = client().await;
+    let system = "i02-system";
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/");
+    let values = examples().join("values.yaml").display().to_string();
+    let mut objects = install(&[
+        "--standalone",
+        "--ignore-cluster",
+        "--namespace",
+        system,
+        "-L",
+        system,
+        "--values",
+        &values,
+        "--webhook-url",
+        &url,
+        "--cert-validity",
+        "2s",
+    ]);
+    isolate(&mut objects, "i02");
+    apply(&client, &objects).await;
+    let webhook = WebhookProcess::start(WebhookOptions {
+        port: Some(port),
+        tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
+        ..WebhookOptions::default()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok, output) = check("i02", system, "default");
+    assert!(!ok, "{output}\nwebhook log:\n{}", webhook.logs());
+    assert!(output.contains("× the serving certificate has expired"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_without_an_installation_fails_clearly() {
+    let output = Command::new(binary())
+        .args(["check", "--configuration", "no-such-webhook-config", "--kubeconfig"])
+        .arg(kubeconfig())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("× the webhook configuration no-such-webhook-config does not exist")
+    );
+}
