@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         "tools" => {
             println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
             println!("etcd: {}", tools::etcd()?.display());
+            println!("helm: {}", tools::helm()?.display());
             Ok(())
         }
         other => bail!("unknown task {other:?}; tasks: test, e2e, bench, tools"),
@@ -65,10 +66,14 @@ fn test() -> anyhow::Result<()> {
 fn e2e(test_args: &[String]) -> anyhow::Result<()> {
     // Build first, so compile time does not count against the control plane's lifetime.
     cargo(&["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e", "--no-run"])?;
+    let helm = tools::helm()?;
     let plane = controlplane::ControlPlane::start()?;
     let mut args = vec!["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e"];
     args.extend(test_args.iter().map(String::as_str));
-    cargo_with_env(&args, &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path())])
+    cargo_with_env(
+        &args,
+        &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path()), ("PROXY_INJECTOR_HELM", helm.as_path())],
+    )
 }
 
 /// All benchmarks, or one part: `engine`, `cli` or `load`.

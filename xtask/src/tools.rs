@@ -1,4 +1,4 @@
-//! The test infrastructure's binaries: kube-apiserver and etcd, built from the Go module proxy
+//! The test infrastructure's binaries: kube-apiserver, etcd and helm, built from the Go module proxy
 //! with the machine's `go` and cached under `~/.cache/proxy-injector/<tool>-<version>/`, built
 //! only when missing. `KUBE_APISERVER_BIN` / `ETCD_BIN`, or `KUBEBUILDER_ASSETS`, use existing
 //! binaries instead.
@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 
 pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.6";
+pub const HELM_VERSION: &str = "3.22.0";
 
 /// Every staging module of k8s.io/kubernetes at this version; its go.mod requires them at
 /// v0.0.0, so a wrapper module pins each one.
@@ -93,6 +94,24 @@ pub fn etcd() -> anyhow::Result<PathBuf> {
         "module example.local/etcd\n\ngo 1.26\n",
         &format!("go.etcd.io/etcd/server/v3@v{ETCD_VERSION}"),
         "go.etcd.io/etcd/server/v3",
+        "-s -w",
+    )
+}
+
+/// The helm binary the chart test renders with, built if needed (`HELM_BIN` uses another).
+pub fn helm() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HELM_BIN").map(PathBuf::from) {
+        if !path.is_file() {
+            bail!("HELM_BIN points at {}, which is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    cached_go_build(
+        &format!("helm-v{HELM_VERSION}"),
+        "helm",
+        "module example.local/helm\n\ngo 1.26\n",
+        &format!("helm.sh/helm/v3/cmd/helm@v{HELM_VERSION}"),
+        "helm.sh/helm/v3/cmd/helm",
         "-s -w",
     )
 }

@@ -27,7 +27,7 @@ fn secret_text(objects: &[Value], key: &str) -> String {
 }
 
 /// Server-side applies every object, as `kubectl apply --server-side` does.
-async fn apply(client: &kube::Client, objects: &[Value]) {
+pub async fn apply(client: &kube::Client, objects: &[Value]) {
     for object in objects {
         let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
             Some((group, version)) => (group, version),

@@ -1,0 +1,119 @@
+//! The Helm chart renders the same objects as `install` for the same options, with a real helm.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Map, Value, json};
+
+use crate::harness::*;
+
+fn helm() -> PathBuf {
+    match std::env::var_os("PROXY_INJECTOR_HELM") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("the chart test needs helm: run it with `cargo xtask e2e`, or set PROXY_INJECTOR_HELM"),
+    }
+}
+
+fn parse(stdout: Vec<u8>) -> Vec<Value> {
+    manifest::parse_stream(&String::from_utf8(stdout).unwrap()).unwrap().into_iter().map(|d| d.value).collect()
+}
+
+/// Objects by kind and name, with what legitimately differs between two renderings removed:
+/// generated certificates, and the formatting of the embedded values document.
+fn comparable(objects: Vec<Value>) -> Map<String, Value> {
+    objects
+        .into_iter()
+        .map(|mut object| {
+            let key = format!("{}/{}", object["kind"].as_str().unwrap(), object["metadata"]["name"].as_str().unwrap());
+            if object["kind"] == "Secret" {
+                for field in ["ca.crt", "tls.crt", "tls.key"] {
+                    assert!(object["data"][field].as_str().is_some_and(|d| d.len() > 100), "{key} has {field}");
+                    object["data"][field] = json!("<generated>");
+                }
+            }
+            if object["kind"] == "MutatingWebhookConfiguration"
+                && object["webhooks"][0]["clientConfig"].get("caBundle").is_some()
+            {
+                object["webhooks"][0]["clientConfig"]["caBundle"] = json!("<generated>");
+            }
+            if object["metadata"]["name"] == "linkerd-config" {
+                let values = manifest::parse_stream(object["data"]["values"].as_str().unwrap()).unwrap();
+                object["data"]["values"] = values.into_iter().next().map_or(json!({}), |d| d.value);
+            }
+            (key, object)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_renders_what_install_renders() {
+    let values = examples().join("values.yaml").display().to_string();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec![], vec![]),
+        (
+            vec!["--standalone", "--webhook-url", "https://127.0.0.1:9443/"],
+            vec!["injector.standalone=true", "injector.webhookUrl=https://127.0.0.1:9443/"],
+        ),
+        (
+            vec!["--ha", "--image", "registry.example/pi:1"],
+            vec!["injector.ha=true", "injector.image=registry.example/pi:1"],
+        ),
+        (
+            vec!["--cert-manager", "--retire-linkerd-injector"],
+            vec!["injector.certManager=true", "injector.retireLinkerdInjector=true"],
+        ),
+        (
+            vec!["-L", "linkerd-cp", "--set", "proxyInjector.timeoutSeconds=5", "--set", "webhookFailurePolicy=Fail"],
+            vec![
+                "injector.controlPlaneNamespace=linkerd-cp",
+                "proxyInjector.timeoutSeconds=5",
+                "webhookFailurePolicy=Fail",
+            ],
+        ),
+    ];
+    for (flags, sets) in cases {
+        let install = Command::new(binary())
+            .args(["install", "--ignore-cluster", "--namespace", "chart-ns", "--values", &values])
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert!(install.status.success(), "{flags:?}: {}", String::from_utf8_lossy(&install.stderr));
+        let mut helm_command = Command::new(helm());
+        helm_command.arg("template").arg("proxy-injector").arg(examples().join("../charts/proxy-injector"));
+        helm_command.args(["--namespace", "chart-ns", "-f", &values]);
+        for set in &sets {
+            helm_command.args(["--set", set]);
+        }
+        let rendered = helm_command.output().unwrap();
+        assert!(rendered.status.success(), "{sets:?}: {}", String::from_utf8_lossy(&rendered.stderr));
+        let (from_install, from_chart) = (comparable(parse(install.stdout)), comparable(parse(rendered.stdout)));
+        let keys = |m: &Map<String, Value>| m.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(keys(&from_chart), keys(&from_install), "{flags:?}");
+        for (key, object) in &from_install {
+            assert_eq!(&from_chart[key], object, "{flags:?}: {key} differs");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_output_is_accepted_by_the_apiserver() {
+    let output = Command::new(helm())
+        .arg("template")
+        .arg("proxy-injector")
+        .arg(examples().join("../charts/proxy-injector"))
+        .args(["--namespace", "c01-system", "-f"])
+        .arg(examples().join("values.yaml"))
+        .args(["--set", "injector.standalone=true", "--set", "injector.webhookUrl=https://127.0.0.1:1/"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut objects = parse(output.stdout);
+    for object in objects.iter_mut().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
+        object["metadata"]["name"] = json!("proxy-injector-webhook-config-c01");
+        object["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": TEST_LABEL, "operator": "In", "values": ["c01"]}));
+    }
+    crate::install::apply(&client().await, &objects).await;
+}
