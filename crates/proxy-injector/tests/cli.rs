@@ -303,3 +303,43 @@ fn proxy_init_simulate_prints_the_rules_and_touches_nothing() {
     ));
     assert_eq!(lines.iter().filter(|l| l.starts_with("-A ")).count(), 8, "{stdout}");
 }
+
+#[test]
+fn install_renders_ha_as_json() {
+    let (stdout, _) = run_ok(cli().args(["install", "--ignore-cluster", "--ha", "-o", "json"]));
+    let list: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().unwrap();
+    let kind = |k: &str| items.iter().find(|o| o["kind"] == k).unwrap_or_else(|| panic!("no {k}")).clone();
+    assert_eq!(kind("Deployment")["spec"]["replicas"], 3);
+    assert!(kind("Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(kind("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    let webhook = &kind("MutatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(webhook["failurePolicy"], "Fail");
+    assert_eq!(
+        webhook["clientConfig"]["service"],
+        json!({"name": "proxy-injector", "namespace": "linkerd", "path": "/"})
+    );
+    let args = &kind("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(args.as_array().unwrap().contains(&json!("--on-error=deny")), "{args}");
+    assert!(items.iter().all(|o| o["kind"] != "ConfigMap"), "Linkerd's ConfigMaps are mounted, not rendered");
+}
+
+#[test]
+fn install_refuses_bad_options_clearly() {
+    cli()
+        .args(["install", "--ignore-cluster", "--standalone"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--standalone needs the identity trust anchors"));
+    cli()
+        .args(["install", "--ignore-cluster", "--set", "proxyInit.iptablesMode=ebpf"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("proxyInit.iptablesMode"));
+    cli()
+        .args(["install", "--ignore-cluster", "--webhook-url", "http://x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--webhook-url"));
+}

@@ -187,3 +187,38 @@ async fn check_without_an_installation_fails_clearly() {
             .contains("× the webhook configuration no-such-webhook-config does not exist")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_about_a_certificate_near_expiry() {
+    let client = client().await;
+    let (system, apps) = ("i03-system", "i03-apps");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/");
+    let values = examples().join("values.yaml").display().to_string();
+    let mut objects = install(&[
+        "--standalone",
+        "--ignore-cluster",
+        "--namespace",
+        system,
+        "-L",
+        system,
+        "--values",
+        &values,
+        "--webhook-url",
+        &url,
+        "--cert-validity",
+        "240h",
+    ]);
+    isolate(&mut objects, "i03");
+    apply(&client, &objects).await;
+    let _webhook = WebhookProcess::start(WebhookOptions {
+        port: Some(port),
+        tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
+        ..WebhookOptions::default()
+    });
+    namespace(&client, "i03", apps, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    wait_until_active(&client, apps).await;
+    let (ok, output) = check("i03", system, apps);
+    assert!(ok, "a warning is not a failure:\n{output}");
+    assert!(output.contains("‼ the serving certificate expires in ") && output.contains(" days; re-run"), "{output}");
+}
