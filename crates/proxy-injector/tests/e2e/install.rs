@@ -140,36 +140,42 @@ async fn install_is_accepted_drives_injection_and_check_verifies_it() {
     drop(webhook);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn check_reports_an_expired_certificate() {
-    let client = client().await;
-    let system = "i02-system";
+/// A standalone installation for `test` into `<test>-system`, registered at a local webhook that
+/// serves the installed Secret: the installed objects and that webhook.
+async fn installed(client: &kube::Client, test: &str, extra: &[&str]) -> (Vec<Value>, WebhookProcess) {
+    let system = format!("{test}-system");
     let port = free_port();
     let url = format!("https://127.0.0.1:{port}/");
     let values = examples().join("values.yaml").display().to_string();
-    let mut objects = install(&[
+    let args = [
         "--standalone",
         "--ignore-cluster",
         "--namespace",
-        system,
+        &system,
         "-L",
-        system,
+        &system,
         "--values",
         &values,
         "--webhook-url",
         &url,
-        "--cert-validity",
-        "2s",
-    ]);
-    isolate(&mut objects, "i02");
-    apply(&client, &objects).await;
+    ];
+    let mut objects = install(&[&args[..], extra].concat());
+    isolate(&mut objects, test);
+    apply(client, &objects).await;
     let webhook = WebhookProcess::start(WebhookOptions {
         port: Some(port),
         tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
         ..WebhookOptions::default()
     });
+    (objects, webhook)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_an_expired_certificate() {
+    let client = client().await;
+    let (_, webhook) = installed(&client, "i02", &["--cert-validity", "2s"]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (ok, output) = check("i02", system, "default");
+    let (ok, output) = check("i02", "i02-system", "default");
     assert!(!ok, "{output}\nwebhook log:\n{}", webhook.logs());
     assert!(output.contains("× the serving certificate has expired"), "{output}");
 }
@@ -191,34 +197,10 @@ async fn check_without_an_installation_fails_clearly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_warns_about_a_certificate_near_expiry() {
     let client = client().await;
-    let (system, apps) = ("i03-system", "i03-apps");
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}/");
-    let values = examples().join("values.yaml").display().to_string();
-    let mut objects = install(&[
-        "--standalone",
-        "--ignore-cluster",
-        "--namespace",
-        system,
-        "-L",
-        system,
-        "--values",
-        &values,
-        "--webhook-url",
-        &url,
-        "--cert-validity",
-        "240h",
-    ]);
-    isolate(&mut objects, "i03");
-    apply(&client, &objects).await;
-    let _webhook = WebhookProcess::start(WebhookOptions {
-        port: Some(port),
-        tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
-        ..WebhookOptions::default()
-    });
-    namespace(&client, "i03", apps, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
-    wait_until_active(&client, apps).await;
-    let (ok, output) = check("i03", system, apps);
+    let (_objects, _webhook) = installed(&client, "i03", &["--cert-validity", "240h"]).await;
+    namespace(&client, "i03", "i03-apps", json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    wait_until_active(&client, "i03-apps").await;
+    let (ok, output) = check("i03", "i03-system", "i03-apps");
     assert!(ok, "a warning is not a failure:\n{output}");
     assert!(output.contains("‼ the serving certificate expires in ") && output.contains(" days; re-run"), "{output}");
 }
