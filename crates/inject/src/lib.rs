@@ -276,10 +276,8 @@ impl Injector {
             outcome.reasons.push(SkipReason::DisabledAutomountServiceAccountTokenAccount);
         }
         outcome.injectable = outcome.reasons.is_empty();
-        for (k, value) in [(key::INJECT, pod_inject)] {
-            if !value.is_empty() && !["enabled", "disabled", "ingress"].contains(&value) {
-                outcome.warnings.push(Warning::invalid(k, value, "enabled, disabled or ingress", "no injection"));
-            }
+        if !pod_inject.is_empty() && !["enabled", "disabled", "ingress"].contains(&pod_inject) {
+            outcome.warnings.push(Warning::invalid(key::INJECT, pod_inject, "enabled, disabled or ingress", "no injection"));
         }
 
         match origin {
