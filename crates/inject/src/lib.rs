@@ -277,7 +277,12 @@ impl Injector {
         }
         outcome.injectable = outcome.reasons.is_empty();
         if !pod_inject.is_empty() && !["enabled", "disabled", "ingress"].contains(&pod_inject) {
-            outcome.warnings.push(Warning::invalid(key::INJECT, pod_inject, "enabled, disabled or ingress", "no injection"));
+            outcome.warnings.push(Warning::invalid(
+                key::INJECT,
+                pod_inject,
+                "enabled, disabled or ingress",
+                "no injection",
+            ));
         }
 
         match origin {
