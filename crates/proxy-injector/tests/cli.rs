@@ -252,7 +252,7 @@ fn explain_answers_as_the_webhook_would() {
         cli()
             .args(["explain", "--values", &values(), "-o", "json", "--patch", "--namespace-file"])
             .arg(examples().join("namespace.yaml"))
-            .arg(examples().join("manifests/skipped.yaml"))
+            .arg(examples().join("not-injected/skipped.yaml"))
             .arg(examples().join("manifests/emojivoto.yaml")),
     );
     let reports: Value = serde_json::from_str(&stdout).unwrap();
@@ -342,4 +342,24 @@ fn install_refuses_bad_options_clearly() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--webhook-url"));
+}
+
+/// The README's first command, exactly as written there.
+#[test]
+fn the_readme_example_runs() {
+    let readme = std::fs::read_to_string(examples().join("../README.md")).unwrap();
+    let command = "cargo run --release -- inject --manual --values examples/values.yaml examples/manifests/";
+    assert!(readme.contains(command), "the README shows: {command}");
+    let (stdout, stderr) = run_ok(cli().current_dir(examples().join("..")).args([
+        "inject",
+        "--manual",
+        "--values",
+        "examples/values.yaml",
+        "examples/manifests/",
+    ]));
+    assert_eq!(stdout.matches("restartPolicy: Always\n").count(), 3, "three workloads get the native-sidecar proxy");
+    assert!(
+        stderr.contains("deployment \"web\" injected") && stderr.contains("cronjob \"backup\" injected"),
+        "{stderr}"
+    );
 }
