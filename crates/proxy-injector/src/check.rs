@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, DynamicObject, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls_pki_types::pem::PemObject;
@@ -201,6 +202,22 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
             return Ok(Report { lines });
         }
         lines.push(Line::Ok(format!("the webhook configuration points at service {svc_ns}/{svc_name}")));
+        let slices = Api::<EndpointSlice>::namespaced(client.clone(), svc_ns)
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc_name}")))
+            .await?;
+        let ready = slices
+            .items
+            .iter()
+            .flat_map(|slice| slice.endpoints.iter().flatten())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .count();
+        if ready == 0 {
+            lines.push(Line::Fail(format!(
+                "service {svc_ns}/{svc_name} has no ready endpoints: is the {NAME} Deployment running and ready?"
+            )));
+        } else {
+            lines.push(Line::Ok(format!("service {svc_ns}/{svc_name} has {ready} ready endpoint(s)")));
+        }
         let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(TLS_SECRET).await?;
         let cert = secret
             .and_then(|s| s.data)

@@ -204,3 +204,19 @@ async fn check_warns_about_a_certificate_near_expiry() {
     assert!(ok, "a warning is not a failure:\n{output}");
     assert!(output.contains("‼ the serving certificate expires in ") && output.contains(" days; re-run"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_a_service_without_ready_endpoints() {
+    let client = client().await;
+    let system = "i04-system";
+    let values = examples().join("values.yaml").display().to_string();
+    let mut objects =
+        install(&["--standalone", "--ignore-cluster", "--namespace", system, "-L", system, "--values", &values]);
+    isolate(&mut objects, "i04");
+    apply(&client, &objects).await;
+    // No kubelet runs here, so the installed Deployment never becomes ready.
+    let (ok, output) = check("i04", system, "default");
+    assert!(!ok, "{output}");
+    assert!(output.contains("√ the webhook configuration points at service i04-system/proxy-injector"), "{output}");
+    assert!(output.contains("× service i04-system/proxy-injector has no ready endpoints"), "{output}");
+}
