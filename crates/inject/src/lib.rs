@@ -257,10 +257,21 @@ impl Injector {
         outcome.automount_disabled = !automount;
 
         let pod_inject = template.annotation(key::INJECT).unwrap_or("");
+        let valid_inject = |value: &str| value.is_empty() || ["enabled", "disabled", "ingress"].contains(&value);
         outcome.inject_annotation = match origin {
             Origin::Webhook { namespace_annotations, .. } => {
                 let ns_inject =
                     namespace_annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str).unwrap_or("");
+                if !valid_inject(ns_inject) {
+                    outcome.warnings.push(Warning::ignored(
+                        key::INJECT,
+                        ns_inject,
+                        format!(
+                            "the namespace's value {ns_inject:?} is invalid (expected enabled, disabled or ingress), \
+                             so nothing in it is injected"
+                        ),
+                    ));
+                }
                 decision::evaluate_webhook(ns_inject, pod_inject)
             }
             Origin::Cli { overrides, .. } => decision::evaluate_cli(overrides.value(key::INJECT).unwrap_or(pod_inject)),
@@ -276,7 +287,7 @@ impl Injector {
             outcome.reasons.push(SkipReason::DisabledAutomountServiceAccountTokenAccount);
         }
         outcome.injectable = outcome.reasons.is_empty();
-        if !pod_inject.is_empty() && !["enabled", "disabled", "ingress"].contains(&pod_inject) {
+        if !valid_inject(pod_inject) {
             outcome.warnings.push(Warning::invalid(
                 key::INJECT,
                 pod_inject,

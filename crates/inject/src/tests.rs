@@ -568,6 +568,15 @@ fn invalid_inject_annotation_is_reported() {
     let outcome = webhook(&injector, &object, json!({"linkerd.io/inject": "enabled"}));
     assert_eq!(outcome.reasons, [SkipReason::InvalidInjectAnnotationAtWorkload]);
     assert_eq!(outcome.warnings[0].key, "linkerd.io/inject");
+
+    let outcome = webhook(&injector, &pod(json!({}), app_spec()), json!({"linkerd.io/inject": "yes"}));
+    assert_eq!(outcome.reasons, [SkipReason::InvalidInjectAnnotationAtNs]);
+    assert_eq!(outcome.warnings.len(), 1);
+    assert!(
+        outcome.warnings[0].message.contains("the namespace's value \"yes\" is invalid"),
+        "{}",
+        outcome.warnings[0]
+    );
 }
 
 #[test]
