@@ -80,7 +80,7 @@ fn the_chart_renders_what_install_renders() {
         assert!(install.status.success(), "{flags:?}: {}", String::from_utf8_lossy(&install.stderr));
         let mut helm_command = Command::new(helm());
         helm_command.arg("template").arg("proxy-injector").arg(examples().join("../charts/proxy-injector"));
-        helm_command.args(["--namespace", "chart-ns", "-f", &values]);
+        helm_command.args(["--namespace", "chart-ns", "-f", &values, "--set", "injector.createNamespace=true"]);
         for set in &sets {
             helm_command.args(["--set", set]);
         }
@@ -101,7 +101,7 @@ async fn the_chart_output_is_accepted_by_the_apiserver() {
         .arg("template")
         .arg("proxy-injector")
         .arg(examples().join("../charts/proxy-injector"))
-        .args(["--namespace", "c01-system", "-f"])
+        .args(["--namespace", "c01-system", "--set", "injector.createNamespace=true", "-f"])
         .arg(examples().join("values.yaml"))
         .args(["--set", "injector.standalone=true", "--set", "injector.webhookUrl=https://127.0.0.1:1/"])
         .output()
@@ -116,4 +116,52 @@ async fn the_chart_output_is_accepted_by_the_apiserver() {
             .push(json!({"key": TEST_LABEL, "operator": "In", "values": ["c01"]}));
     }
     crate::install::apply(&client().await, &objects).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_upgrades_keep_the_certificate() {
+    let client = client().await;
+    let system = "h01-system";
+    namespace(
+        &client,
+        "h01",
+        system,
+        json!({"linkerd.io/inject": "disabled"}),
+        json!({"config.linkerd.io/admission-webhooks": "disabled"}),
+    )
+    .await;
+    let release = |revision: u32| {
+        let output = Command::new(helm())
+            .args(["upgrade", "--install", "proxy-injector"])
+            .arg(examples().join("../charts/proxy-injector"))
+            .args(["--namespace", system, "--kubeconfig"])
+            .arg(kubeconfig())
+            .arg("-f")
+            .arg(examples().join("values.yaml"))
+            .args(["--set", "injector.standalone=true", "--set", "injector.webhookUrl=https://127.0.0.1:1/"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "helm revision {revision}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let certificate = || async {
+        let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), system)
+            .get("proxy-injector-tls")
+            .await
+            .unwrap();
+        secret.data.unwrap()["tls.crt"].0.clone()
+    };
+    release(1);
+    let first = certificate().await;
+    release(2);
+    assert_eq!(certificate().await, first, "an upgrade does not rotate the certificate");
+    // The registration helm installed would match every namespace; take it out of the way.
+    let configurations: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        client.clone(),
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+        )),
+    );
+    configurations.delete(webhook::registration::CONFIGURATION_NAME, &Default::default()).await.unwrap();
 }
