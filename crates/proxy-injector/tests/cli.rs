@@ -274,27 +274,16 @@ fn explain_answers_as_the_webhook_would() {
     assert_eq!(service["result"]["action"], "unchanged");
 }
 
+/// The init container's arguments, exactly as `inject --manual` renders them, drive `proxy-init`.
 #[test]
-fn proxy_init_simulate_prints_the_rules_and_touches_nothing() {
-    let (stdout, _) = run_ok(cli().args([
-        "proxy-init",
-        "--simulate",
-        "--firewall-bin-path",
-        "iptables-nft",
-        "--firewall-save-bin-path",
-        "iptables-nft-save",
-        "--ipv6=false",
-        "--incoming-proxy-port",
-        "4143",
-        "--outgoing-proxy-port",
-        "4140",
-        "--proxy-uid",
-        "2102",
-        "--inbound-ports-to-ignore",
-        "4190,4191,4567,4568",
-        "--outbound-ports-to-ignore",
-        "4567,4568",
-    ]));
+fn proxy_init_simulate_accepts_the_injected_arguments() {
+    let (injected, _) =
+        run_ok(cli().args(["inject", "--manual", "-o", "json", "--values", &values(), "-"]).write_stdin(DEPLOYMENT));
+    let deployment: Value = serde_json::from_str(injected.trim()).unwrap();
+    let init = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "linkerd-init");
+    let args: Vec<&str> = init["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let (stdout, _) = run_ok(cli().args(["proxy-init", "--simulate"]).args(&args));
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"*nat"));
     assert_eq!(lines.last(), Some(&"COMMIT"));
