@@ -134,7 +134,7 @@ pub struct ProxyConfig {
     pub wait_before_exit_seconds: Setting<u64>,
     pub additional_env: Setting<Vec<Value>>,
     /// Worker threads: `LINKERD2_PROXY_CORES[_MIN]`, `_MAX`; derived from the CPU settings.
-    pub workers_min: Option<i64>,
+    pub workers_min: i64,
     pub workers_max: Option<i64>,
 }
 
@@ -270,8 +270,9 @@ impl ProxyConfig {
             quantity,
             key::QUANTITY_FORM,
         );
-        let ratio = |s: &str| s.parse::<f64>().ok().filter(|r| *r > 0.0 && *r < 1.0).map(|_| s.to_string());
-        let ratio_default = v.proxy.runtime.workers.maximum_cpu_ratio.map(|r| r.to_string()).unwrap_or_default();
+        let ratio = |s: &str| s.parse::<f64>().ok().filter(|r| *r > 0.0 && *r < 1.0).map(go_float);
+        let configured_ratio = v.proxy.runtime.workers.maximum_cpu_ratio;
+        let ratio_default = if configured_ratio == 0.0 { String::new() } else { go_float(configured_ratio) };
         let cpu_ratio_limit = r.setting(
             key::PROXY_CPU_RATIO_LIMIT,
             "proxy.runtime.workers.maximumCPURatio",
@@ -454,15 +455,16 @@ impl ProxyConfig {
         let additional_env = r.additional_env(env_layers);
 
         // An annotated CPU request or limit also sets the worker threads, rounded up to whole
-        // cores; the values' own worker settings are used otherwise.
+        // cores; the values' own worker settings are used otherwise. A CLI flag changes only the
+        // resources: the reference applies flags to the values, not as annotation overrides.
         let whole_cores = |s: &Setting<String>| {
-            (s.source >= Source::NamespaceAnnotation)
+            matches!(s.source, Source::NamespaceAnnotation | Source::WorkloadAnnotation)
                 .then(|| Quantity::parse(&s.value).and_then(|q| q.ceil_whole()))
                 .flatten()
         };
         let workers = &v.proxy.runtime.workers;
-        let workers_min = whole_cores(&cpu_request).or(workers.minimum).map(|n| n.max(1));
-        let workers_max = whole_cores(&cpu_limit).or(workers.maximum).filter(|n| *n != 0);
+        let workers_min = whole_cores(&cpu_request).unwrap_or(workers.minimum).max(1);
+        let workers_max = whole_cores(&cpu_limit).or(Some(workers.maximum)).filter(|n| *n != 0);
 
         if annotations.contains(key::POD_INBOUND_PORTS) {
             let value = annotations.value(key::POD_INBOUND_PORTS).unwrap_or_default();
@@ -540,6 +542,20 @@ impl ProxyConfig {
                 Some((name, value, source))
             })
             .collect()
+    }
+}
+
+/// A number as Go's `%v` prints a float64 (what the chart's `quote` renders): the shortest form
+/// that reads back the same, with an exponent below 1e-4 or from 1e21.
+fn go_float(number: f64) -> String {
+    let magnitude = number.abs();
+    if magnitude != 0.0 && !(1e-4..1e21).contains(&magnitude) {
+        let text = format!("{number:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = exponent.strip_prefix('-').map_or(("+", exponent), |d| ("-", d));
+        format!("{mantissa}e{sign}{digits:0>2}")
+    } else {
+        number.to_string()
     }
 }
 

@@ -144,7 +144,7 @@ impl Injector {
         if !["off", "insecure", ""].contains(&v.proxy.log_http_headers.as_str()) {
             return Err(ConfigError::LogHttpHeaders(v.proxy.log_http_headers.clone()));
         }
-        if let Some(tracing) = v.proxy.tracing.as_ref().filter(|t| t.enabled) {
+        if let Some(tracing) = Some(&v.proxy.tracing).filter(|t| t.enabled) {
             let identity = &tracing.collector.mesh_identity;
             if tracing.collector.endpoint.is_empty()
                 || identity.service_account_name.is_empty()
@@ -553,7 +553,7 @@ impl Injector {
             patch.add(format!("{p}/spec/containers/-"), render::debug_container(&input));
         }
         patch.add(format!("{p}/spec/volumes/-"), render::end_entity_volume());
-        if v.proxy.tracing.as_ref().is_some_and(|t| t.enabled) {
+        if v.proxy.tracing.enabled {
             patch.add(format!("{p}/spec/volumes/-"), render::podinfo_volume());
         }
         if v.identity.service_account_token_projection {
@@ -616,3 +616,5 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod values_tests;

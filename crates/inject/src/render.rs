@@ -56,7 +56,7 @@ impl RenderInput<'_> {
     }
 
     fn tracing(&self) -> Option<&crate::values::TracingValues> {
-        self.values.proxy.tracing.as_ref().filter(|t| t.enabled)
+        Some(&self.values.proxy.tracing).filter(|t| t.enabled)
     }
 
     /// `limits` and `requests` blocks, each only when something is set (§5.2).
@@ -106,20 +106,29 @@ impl RenderInput<'_> {
     }
 }
 
-fn http_probe(path: &str, port: u16, probe: &crate::values::ProbeValues) -> Value {
-    let mut p = Map::new();
-    if let Some(threshold) = probe.failure_threshold {
-        p.insert("failureThreshold".into(), json!(threshold));
+/// The chart's liveness and readiness probes carry a timeout; its startup probe a period and a
+/// failure threshold instead.
+#[derive(Clone, Copy)]
+enum ProbeKind {
+    Health,
+    Startup,
+}
+
+fn http_probe(path: &str, port: u16, probe: &crate::values::ProbeValues, kind: ProbeKind) -> Value {
+    let http_get = json!({"path": path, "port": port});
+    match kind {
+        ProbeKind::Health => json!({
+            "httpGet": http_get,
+            "initialDelaySeconds": probe.initial_delay_seconds,
+            "timeoutSeconds": probe.timeout_seconds,
+        }),
+        ProbeKind::Startup => json!({
+            "failureThreshold": probe.failure_threshold,
+            "httpGet": http_get,
+            "initialDelaySeconds": probe.initial_delay_seconds,
+            "periodSeconds": probe.period_seconds,
+        }),
     }
-    p.insert("httpGet".into(), json!({"path": path, "port": port}));
-    p.insert("initialDelaySeconds".into(), json!(probe.initial_delay_seconds));
-    if let Some(period) = probe.period_seconds {
-        p.insert("periodSeconds".into(), json!(period));
-    }
-    if let Some(timeout) = probe.timeout_seconds {
-        p.insert("timeoutSeconds".into(), json!(timeout));
-    }
-    Value::Object(p)
 }
 
 /// `appleSauce` → `APPLE_SAUCE`, `http2` → `HTTP2`.
@@ -245,12 +254,12 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
     e.field("_pod_ip", "status.podIP");
     e.field("_pod_nodeName", "spec.nodeName");
     e.set("_pod_containerName", PROXY_CONTAINER);
-    if let Some(cores) = v.proxy.cores {
-        e.set("LINKERD2_PROXY_CORES", cores.to_string());
-        e.set("LINKERD2_PROXY_CORES_MIN", cores.to_string());
-    } else if let Some(min) = c.workers_min {
-        e.set("LINKERD2_PROXY_CORES", min.to_string());
-        e.set("LINKERD2_PROXY_CORES_MIN", min.to_string());
+    if v.proxy.cores != 0 {
+        e.set("LINKERD2_PROXY_CORES", v.proxy.cores.to_string());
+        e.set("LINKERD2_PROXY_CORES_MIN", v.proxy.cores.to_string());
+    } else {
+        e.set("LINKERD2_PROXY_CORES", c.workers_min.to_string());
+        e.set("LINKERD2_PROXY_CORES_MIN", c.workers_min.to_string());
         if let Some(max) = c.workers_max {
             e.set("LINKERD2_PROXY_CORES_MAX", max.to_string());
         }
@@ -381,17 +390,17 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
         image: input.image(),
         image_pull_policy: &c.image_pull_policy.value,
         lifecycle,
-        liveness_probe: http_probe("/live", admin, &v.proxy.liveness_probe),
+        liveness_probe: http_probe("/live", admin, &v.proxy.liveness_probe, ProbeKind::Health),
         name: PROXY_CONTAINER,
         ports: json!([
             {"containerPort": c.inbound_port.value, "name": "linkerd-proxy"},
             {"containerPort": admin, "name": "linkerd-admin"},
         ]),
-        readiness_probe: http_probe("/ready", admin, &v.proxy.readiness_probe),
+        readiness_probe: http_probe("/ready", admin, &v.proxy.readiness_probe, ProbeKind::Health),
         resources: input.resources(),
         restart_policy: native.then_some("Always"),
         security_context: proxy_security_context(input),
-        startup_probe: (native && c.proxy_await.value).then(|| http_probe("/ready", admin, &v.proxy.startup_probe)),
+        startup_probe: (native && c.proxy_await.value).then(|| http_probe("/ready", admin, &v.proxy.startup_probe, ProbeKind::Startup)),
         termination_message_policy: "FallbackToLogsOnError",
         volume_mounts,
     };
@@ -412,9 +421,6 @@ fn tracing_env<'a>(input: &'a RenderInput<'_>, tracing: &'a crate::values::Traci
         format!("{}.{}.serviceaccount.identity.{ns}.{td}", identity.service_account_name, identity.namespace),
     );
     let mut attributes = std::collections::BTreeMap::new();
-    attributes.insert("k8s.container.name".to_string(), "$(_pod_containerName)".to_string());
-    attributes.insert("k8s.pod.ip".to_string(), "$(_pod_ip)".to_string());
-    attributes.insert("k8s.pod.uid".to_string(), "$(_pod_uid)".to_string());
     for (k, v) in &tracing.labels {
         attributes.insert(k.clone(), scalar_text(v));
     }
@@ -579,17 +585,6 @@ pub fn network_validator(input: &RenderInput<'_>) -> Value {
         "--timeout",
         or(&nv.timeout, "10s"),
     ]);
-    let security = nv.security_context.clone().map(Value::Object).unwrap_or_else(|| {
-        json!({
-            "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": true,
-            "runAsGroup": 65534,
-            "runAsNonRoot": true,
-            "runAsUser": 65534,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        })
-    });
     let mut container = Map::new();
     container.insert("args".into(), args);
     container.insert("command".into(), json!(["/usr/lib/linkerd/linkerd2-network-validator"]));
@@ -599,8 +594,8 @@ pub fn network_validator(input: &RenderInput<'_>) -> Value {
     if let Some(resources) = input.resources() {
         container.insert("resources".into(), resources);
     }
-    if nv.enable_security_context {
-        container.insert("securityContext".into(), security);
+    if !nv.security_context.is_empty() {
+        container.insert("securityContext".into(), Value::Object(nv.security_context.clone()));
     }
     Value::Object(container)
 }

@@ -90,7 +90,7 @@ fn webhook_patch_operations_follow_the_reference_order() {
     assert_eq!(pod["metadata"]["labels"]["linkerd.io/workload-ns"], "emojivoto");
     let expected_sha = hex(&Sha256::digest(ANCHORS.as_bytes()));
     assert_eq!(pod["metadata"]["annotations"]["linkerd.io/trust-root-sha256"], json!(expected_sha));
-    assert_eq!(pod["metadata"]["annotations"]["linkerd.io/proxy-version"], values::DEFAULT_LINKERD_VERSION);
+    assert_eq!(pod["metadata"]["annotations"]["linkerd.io/proxy-version"], "edge-26.8.2");
 }
 
 #[test]

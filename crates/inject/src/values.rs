@@ -4,11 +4,15 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// The Linkerd release whose images are used when neither the values nor an annotation pin one.
-pub const DEFAULT_LINKERD_VERSION: &str = "edge-26.8.2";
+/// The chart's defaults for every key injection reads: the one place defaults come from.
+pub const CHART_VALUES_YAML: &str = include_str!("../chart/values.yaml");
+
+// Every struct below derives `Default`, which gives Go's zero values, never chart defaults: a key
+// is missing from the merged document only when the user set it to `null`, and `null` means the
+// zero value, as it does when the reference decodes its stored values into Go structs.
 
 /// The fields of the Helm values that injection reads. Unknown keys are ignored, as the chart does.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Values {
     pub linkerd_version: String,
@@ -30,38 +34,10 @@ pub struct Values {
     pub proxy_injector: ProxyInjectorValues,
 }
 
-impl Default for Values {
-    fn default() -> Self {
-        Values {
-            linkerd_version: DEFAULT_LINKERD_VERSION.into(),
-            cluster_domain: "cluster.local".into(),
-            cluster_networks: "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8".into(),
-            identity_trust_domain: String::new(),
-            identity_trust_anchors_pem: String::new(),
-            image_pull_policy: "IfNotPresent".into(),
-            disable_ipv6: true,
-            cni_enabled: false,
-            webhook_failure_policy: "Ignore".into(),
-            identity: IdentityValues::default(),
-            proxy: ProxyValues::default(),
-            proxy_init: ProxyInitValues::default(),
-            network_validator: NetworkValidatorValues::default(),
-            debug_container: DebugContainerValues::default(),
-            proxy_injector: ProxyInjectorValues::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct IdentityValues {
     pub service_account_token_projection: bool,
-}
-
-impl Default for IdentityValues {
-    fn default() -> Self {
-        IdentityValues { service_account_token_projection: true }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,7 +48,7 @@ pub struct ImageValues {
     pub pull_policy: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PortValues {
     pub admin: i64,
@@ -81,19 +57,13 @@ pub struct PortValues {
     pub outbound: i64,
 }
 
-impl Default for PortValues {
-    fn default() -> Self {
-        PortValues { admin: 4191, control: 4190, inbound: 4143, outbound: 4140 }
-    }
-}
-
 /// A request/limit pair of one resource, as Helm values write it (`cpu: {request, limit}`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RequestLimit {
-    #[serde(deserialize_with = "quantity_string")]
+    #[serde(deserialize_with = "scalar_string")]
     pub request: String,
-    #[serde(deserialize_with = "quantity_string")]
+    #[serde(deserialize_with = "scalar_string")]
     pub limit: String,
 }
 
@@ -106,34 +76,24 @@ pub struct ResourceValues {
     pub ephemeral_storage: RequestLimit,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The probe settings of the proxy; which of them a probe renders depends on the probe (§5.2).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProbeValues {
     pub initial_delay_seconds: i64,
-    pub timeout_seconds: Option<i64>,
-    pub period_seconds: Option<i64>,
-    pub failure_threshold: Option<i64>,
+    pub timeout_seconds: i64,
+    pub period_seconds: i64,
+    pub failure_threshold: i64,
 }
 
-impl ProbeValues {
-    fn new(initial_delay_seconds: i64, timeout_seconds: Option<i64>) -> Self {
-        ProbeValues { initial_delay_seconds, timeout_seconds, period_seconds: None, failure_threshold: None }
-    }
-}
-
-impl Default for ProbeValues {
-    fn default() -> Self {
-        ProbeValues::new(0, None)
-    }
-}
-
+/// Worker threads; zero means "not set", as in the chart's templates.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WorkerValues {
-    pub minimum: Option<i64>,
-    pub maximum: Option<i64>,
+    pub minimum: i64,
+    pub maximum: i64,
     #[serde(rename = "maximumCPURatio")]
-    pub maximum_cpu_ratio: Option<f64>,
+    pub maximum_cpu_ratio: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -142,18 +102,12 @@ pub struct RuntimeValues {
     pub workers: WorkerValues,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct StreamValues {
     pub initial_timeout: String,
     pub idle_timeout: String,
     pub lifetime: String,
-}
-
-impl Default for StreamValues {
-    fn default() -> Self {
-        StreamValues { initial_timeout: "3s".into(), idle_timeout: "5m".into(), lifetime: "1h".into() }
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -192,7 +146,7 @@ pub struct TracingValues {
     pub labels: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyValues {
     pub image: ImageValues,
@@ -221,7 +175,8 @@ pub struct ProxyValues {
     pub shutdown_grace_period: String,
     pub access_log: String,
     pub enable_shutdown_endpoint: bool,
-    pub cores: Option<i64>,
+    /// Deprecated; zero means unset.
+    pub cores: i64,
     pub runtime: RuntimeValues,
     pub resources: ResourceValues,
     pub liveness_probe: ProbeValues,
@@ -229,7 +184,7 @@ pub struct ProxyValues {
     pub startup_probe: ProbeValues,
     pub control: ControlValues,
     pub metrics: MetricsValues,
-    pub tracing: Option<TracingValues>,
+    pub tracing: TracingValues,
     /// `inbound.<scope>.<proto>.<param>` and the same for outbound, rendered as per-parameter env.
     pub inbound: Map<String, Value>,
     pub outbound: Map<String, Value>,
@@ -238,72 +193,14 @@ pub struct ProxyValues {
     pub security_context: Map<String, Value>,
 }
 
-impl Default for ProxyValues {
-    fn default() -> Self {
-        let http2_keepalive =
-            serde_json::json!({"server": {"http2": {"keepAliveInterval": "10s", "keepAliveTimeout": "3s"}}});
-        let Value::Object(http2_keepalive) = http2_keepalive else { unreachable!("literal object") };
-        ProxyValues {
-            image: ImageValues { name: "cr.l5d.io/linkerd/proxy".into(), ..ImageValues::default() },
-            log_level: "warn,linkerd=info,hickory=error".into(),
-            log_format: "plain".into(),
-            log_http_headers: "off".into(),
-            ports: PortValues::default(),
-            uid: 2102,
-            gid: -1,
-            r#await: true,
-            native_sidecar: true,
-            wait_before_exit_seconds: 0,
-            opaque_ports: "25,587,3306,4444,5432,6379,9300,11211".into(),
-            default_inbound_policy: "all-unauthenticated".into(),
-            outbound_connect_timeout: "1000ms".into(),
-            inbound_connect_timeout: "100ms".into(),
-            outbound_discovery_cache_unused_timeout: "5s".into(),
-            inbound_discovery_cache_unused_timeout: "90s".into(),
-            disable_outbound_protocol_detect_timeout: false,
-            disable_inbound_protocol_detect_timeout: false,
-            enable_external_profiles: false,
-            require_identity_on_inbound_ports: String::new(),
-            shutdown_grace_period: String::new(),
-            access_log: String::new(),
-            enable_shutdown_endpoint: false,
-            cores: None,
-            runtime: RuntimeValues { workers: WorkerValues { minimum: Some(1), ..WorkerValues::default() } },
-            resources: ResourceValues::default(),
-            liveness_probe: ProbeValues::new(10, Some(1)),
-            readiness_probe: ProbeValues::new(2, Some(1)),
-            startup_probe: ProbeValues {
-                initial_delay_seconds: 0,
-                timeout_seconds: None,
-                period_seconds: Some(1),
-                failure_threshold: Some(120),
-            },
-            control: ControlValues::default(),
-            metrics: MetricsValues::default(),
-            tracing: None,
-            inbound: http2_keepalive.clone(),
-            outbound: http2_keepalive,
-            additional_env: Vec::new(),
-            experimental_env: Vec::new(),
-            security_context: Map::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct XtMountPath {
     pub mount_path: String,
     pub name: String,
 }
 
-impl Default for XtMountPath {
-    fn default() -> Self {
-        XtMountPath { mount_path: "/run".into(), name: "linkerd-proxy-init-xtables-lock".into() }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyInitValues {
     pub iptables_mode: String,
@@ -326,27 +223,7 @@ pub struct ProxyInitValues {
     pub image: ImageValues,
 }
 
-impl Default for ProxyInitValues {
-    fn default() -> Self {
-        ProxyInitValues {
-            iptables_mode: "nft".into(),
-            ignore_inbound_ports: "4567,4568".into(),
-            ignore_outbound_ports: "4567,4568".into(),
-            skip_subnets: String::new(),
-            log_level: String::new(),
-            log_format: String::new(),
-            run_as_root: false,
-            privileged: false,
-            run_as_user: 65534,
-            run_as_group: 65534,
-            close_wait_timeout_secs: 0,
-            xt_mount_path: XtMountPath::default(),
-            image: ImageValues::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NetworkValidatorValues {
     pub log_level: String,
@@ -354,46 +231,19 @@ pub struct NetworkValidatorValues {
     pub connect_addr: String,
     pub listen_addr: String,
     pub timeout: String,
-    pub enable_security_context: bool,
-    pub security_context: Option<Map<String, Value>>,
+    pub security_context: Map<String, Value>,
 }
 
-impl Default for NetworkValidatorValues {
-    fn default() -> Self {
-        NetworkValidatorValues {
-            log_level: "debug".into(),
-            log_format: "plain".into(),
-            connect_addr: String::new(),
-            listen_addr: String::new(),
-            timeout: "10s".into(),
-            enable_security_context: true,
-            security_context: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DebugContainerValues {
     pub image: ImageValues,
 }
 
-impl Default for DebugContainerValues {
-    fn default() -> Self {
-        DebugContainerValues { image: ImageValues { name: "cr.l5d.io/linkerd/debug".into(), ..ImageValues::default() } }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyInjectorValues {
     pub timeout_seconds: i64,
-}
-
-impl Default for ProxyInjectorValues {
-    fn default() -> Self {
-        ProxyInjectorValues { timeout_seconds: 10 }
-    }
 }
 
 /// Helm values often write port lists and quantities as bare numbers (`opaquePorts: 3306`,
@@ -408,13 +258,9 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
     }
 }
 
-fn quantity_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    scalar_string(d)
-}
-
 /// Values with the user's document alongside, so the effective configuration can tell a chart
 /// default from a value the user set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ValuesDocument {
     pub values: Values,
     given: Value,
@@ -425,19 +271,30 @@ pub struct ValuesDocument {
 #[error("invalid values: {0}")]
 pub struct ValuesError(String);
 
+impl Default for ValuesDocument {
+    /// The chart's defaults alone.
+    fn default() -> Self {
+        Self::from_value(Value::Null).expect("the embedded chart values fit the schema (tested)")
+    }
+}
+
 impl ValuesDocument {
-    /// Reads a values document (already parsed from YAML or JSON). `null` means "all defaults".
+    /// Reads the user's values document (already parsed from YAML or JSON) over the chart
+    /// defaults. A `null` document means "all defaults"; a `null` key means its zero value.
     pub fn from_value(given: Value) -> Result<Self, ValuesError> {
         let given = if given.is_null() { Value::Object(Map::new()) } else { given };
         if !given.is_object() {
             return Err(ValuesError(format!("expected a mapping at the top level, found {}", kind_of(&given))));
         }
-        let values = serde_path_to_error::deserialize(&given)
+        let mut merged = chart_values();
+        merge_value(&mut merged, given.clone());
+        drop_null_keys(&mut merged);
+        let values = serde_path_to_error::deserialize(&merged)
             .map_err(|e| ValuesError(format!("at `{}`: {}", e.path(), e.inner())))?;
         Ok(ValuesDocument { values, given })
     }
 
-    /// Deep-merges `later` over the document given so far (later files win), as Helm does with
+    /// Deep-merges `later` over the documents given so far (later files win), as Helm does with
     /// repeated `-f` flags.
     pub fn merge(self, later: Value) -> Result<Self, ValuesError> {
         let mut given = self.given;
@@ -445,7 +302,8 @@ impl ValuesDocument {
         Self::from_value(given)
     }
 
-    /// Whether the user's document sets the value at this dotted path (e.g. `proxy.ports.admin`).
+    /// Whether the user's documents set the value at this dotted path (e.g. `proxy.ports.admin`),
+    /// `null` included.
     pub fn is_given(&self, dotted_path: &str) -> bool {
         let mut node = &self.given;
         for segment in dotted_path.split('.') {
@@ -454,7 +312,7 @@ impl ValuesDocument {
                 None => return false,
             }
         }
-        !node.is_null()
+        true
     }
 
     pub fn given(&self) -> &Value {
@@ -462,6 +320,12 @@ impl ValuesDocument {
     }
 }
 
+/// The embedded chart defaults as a document.
+pub fn chart_values() -> Value {
+    serde_saphyr::from_str(CHART_VALUES_YAML).expect("the embedded chart values are valid YAML (tested)")
+}
+
+/// Helm's merge of values documents: maps merge key by key, anything else replaces.
 fn merge_value(base: &mut Value, later: Value) {
     match (base, later) {
         (Value::Object(base), Value::Object(later)) => {
@@ -475,6 +339,14 @@ fn merge_value(base: &mut Value, later: Value) {
             }
         }
         (base, later) => *base = later,
+    }
+}
+
+/// Removes `null` keys from every mapping, so that each takes its field's zero value.
+fn drop_null_keys(value: &mut Value) {
+    if let Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        map.values_mut().for_each(drop_null_keys);
     }
 }
 
@@ -501,7 +373,7 @@ mod tests {
         assert_eq!(doc.values.proxy.opaque_ports, "25,587,3306,4444,5432,6379,9300,11211");
         assert_eq!(doc.values.proxy_init.ignore_inbound_ports, "4567,4568");
         assert!(doc.values.identity.service_account_token_projection);
-        assert_eq!(doc.values.proxy.runtime.workers.minimum, Some(1));
+        assert_eq!(doc.values.proxy.runtime.workers.minimum, 1);
         assert!(!doc.is_given("proxy.ports.inbound"));
     }
 
