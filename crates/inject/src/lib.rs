@@ -11,6 +11,7 @@ pub mod config;
 pub mod decision;
 pub mod patch;
 pub mod render;
+pub mod shape;
 pub mod uninject;
 pub mod values;
 pub mod workload;
@@ -57,6 +58,8 @@ pub enum InjectError {
     NotInjectable { kind: String, name: String, reasons: String },
     #[error("--manual must be set when injecting control plane components")]
     ControlPlaneNeedsManual,
+    #[error(transparent)]
+    Shape(#[from] shape::ShapeError),
 }
 
 /// Who asks, and what it knows beyond the object.
@@ -178,6 +181,7 @@ impl Injector {
 
     /// Decides and builds the patch for one object.
     pub fn evaluate(&self, request: &Request<'_>) -> Result<Outcome, InjectError> {
+        shape::check(request.object, request.kind)?;
         let workload = Workload::new(request.object, request.kind);
         let mut outcome = Outcome {
             kind: workload.kind_name.to_ascii_lowercase(),
@@ -451,14 +455,14 @@ impl Injector {
         if let Some(ns_value) = namespace_annotations.and_then(|a| a.get(key::OPAQUE_PORTS)).and_then(Value::as_str) {
             return Some((ns_value.to_string(), Source::NamespaceAnnotation));
         }
-        let defaults = key::parse_port_list(&self.values.values.proxy.opaque_ports).unwrap_or_default();
-        let opaque = |port: u16| defaults.iter().any(|range| range.contains(port));
-        let mut ports: Vec<u16> = match template {
+        // The reference compares each port's decimal text with the list's items, so a range in
+        // the list matches no port and a port declared twice is listed twice (§3.6).
+        let defaults: Vec<&str> = self.values.values.proxy.opaque_ports.split(',').collect();
+        let opaque = |port: u16| defaults.contains(&port.to_string().as_str());
+        let ports: Vec<u16> = match template {
             Some(template) => template.container_port_numbers().filter(|p| opaque(*p)).collect(),
             None => service_opaque_ports(workload.object, opaque),
         };
-        let mut seen = std::collections::HashSet::new();
-        ports.retain(|p| seen.insert(*p));
         if ports.is_empty() {
             return None;
         }

@@ -400,7 +400,8 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
         resources: input.resources(),
         restart_policy: native.then_some("Always"),
         security_context: proxy_security_context(input),
-        startup_probe: (native && c.proxy_await.value).then(|| http_probe("/ready", admin, &v.proxy.startup_probe, ProbeKind::Startup)),
+        startup_probe: (native && c.proxy_await.value)
+            .then(|| http_probe("/ready", admin, &v.proxy.startup_probe, ProbeKind::Startup)),
         termination_message_policy: "FallbackToLogsOnError",
         volume_mounts,
     };

@@ -112,7 +112,8 @@ fn the_unedited_linkerd_install_values_load_and_inject() {
     assert!(document.values.proxy.additional_env.is_empty());
     assert_eq!(document.values.linkerd_version, "dev-undefined");
     let pod = render(fixture()).unwrap();
-    let proxy = pod["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "linkerd-proxy").unwrap();
+    let proxy =
+        pod["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "linkerd-proxy").unwrap();
     assert_eq!(proxy["image"], "cr.l5d.io/linkerd/proxy:dev-undefined");
     assert_eq!(pod["metadata"]["annotations"]["linkerd.io/proxy-version"], "dev-undefined");
     let debug = pod["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "linkerd-debug").unwrap();
@@ -198,4 +199,88 @@ fn the_embedded_chart_values_fit_the_schema() {
     assert_eq!(defaults.values.proxy.ports.inbound, 4143);
     assert_eq!(defaults.values.proxy.startup_probe.failure_threshold, 120);
     assert!(!defaults.is_given("proxy.ports.inbound"));
+}
+
+// The last compatibility gaps, each against the reference's output as the contract gives it.
+
+fn proxy_env(pod: &Value) -> Vec<(String, String)> {
+    let proxy =
+        pod["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "linkerd-proxy").unwrap();
+    proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect()
+}
+
+fn env<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn cli_manual(overrides: &AnnotationSet, object: &Value) -> (Value, Outcome) {
+    let document = ValuesDocument::from_value(with_anchors(json!({}))).unwrap();
+    let injector = Injector::new(document, "linkerd").unwrap();
+    let outcome =
+        injector.evaluate(&Request { object, kind: None, origin: Origin::Cli { manual: true, overrides } }).unwrap();
+    let mut pod = object.clone();
+    outcome.patch.apply(&mut pod).unwrap();
+    (pod, outcome)
+}
+
+fn plain_pod(annotations: Value) -> Value {
+    json!({"kind": "Pod", "metadata": {"name": "p", "annotations": annotations},
+        "spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}})
+}
+
+#[test]
+fn a_cpu_limit_flag_sets_the_resources_but_not_the_worker_maximum() {
+    let mut flags = AnnotationSet::default();
+    flags.insert(annotation::PROXY_CPU_LIMIT, "160m", Source::Flag);
+    let (pod, _) = cli_manual(&flags, &plain_pod(json!({})));
+    let vars = proxy_env(&pod);
+    assert_eq!(env(&vars, "LINKERD2_PROXY_CORES_MAX"), None);
+    let proxy = pod["spec"]["initContainers"][1].clone();
+    assert_eq!(proxy["resources"]["limits"]["cpu"], "160m");
+    // Written on the workload itself, the annotation does set the maximum, rounded up.
+    let (pod, _) =
+        cli_manual(&AnnotationSet::default(), &plain_pod(json!({"config.linkerd.io/proxy-cpu-limit": "160m"})));
+    assert_eq!(env(&proxy_env(&pod), "LINKERD2_PROXY_CORES_MAX"), Some("1"));
+}
+
+#[test]
+fn the_cpu_ratio_renders_as_the_number() {
+    let (pod, _) =
+        cli_manual(&AnnotationSet::default(), &plain_pod(json!({"config.linkerd.io/proxy-cpu-ratio-limit": "0.10"})));
+    assert_eq!(env(&proxy_env(&pod), "LINKERD2_PROXY_CORES_MAX_RATIO"), Some("0.1"));
+    let (pod, _) = cli_manual(
+        &AnnotationSet::default(),
+        &plain_pod(json!({"config.linkerd.io/proxy-cpu-ratio-limit": "0.00005"})),
+    );
+    assert_eq!(env(&proxy_env(&pod), "LINKERD2_PROXY_CORES_MAX_RATIO"), Some("5e-05"));
+}
+
+#[test]
+fn an_opaque_port_name_that_names_no_port_is_dropped_with_a_warning() {
+    // The reference keeps `mysql` in the env, which the proxy cannot parse; we drop it and say so.
+    let (pod, outcome) =
+        cli_manual(&AnnotationSet::default(), &plain_pod(json!({"config.linkerd.io/opaque-ports": "mysql,3306"})));
+    assert_eq!(env(&proxy_env(&pod), "LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION"), Some("3306"));
+    assert!(outcome.warnings.iter().any(|w| w.message.contains("ignored mysql")), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn default_opaque_ports_match_the_list_items_as_text() {
+    let values = with_anchors(json!({"proxy": {"opaquePorts": "80,11211,3300-3310"}}));
+    let injector = Injector::new(ValuesDocument::from_value(values).unwrap(), "linkerd").unwrap();
+    let object = json!({"kind": "Pod", "metadata": {"name": "p", "annotations": {"linkerd.io/inject": "enabled"}},
+        "spec": {"initContainers": [{"name": "cache", "ports": [{"containerPort": 11211}]}],
+            "containers": [{"name": "db", "ports": [{"containerPort": 3306}, {"containerPort": 11211}]}]}});
+    let origin = Origin::Webhook { namespace: "ns", namespace_annotations: None, owner: None };
+    let outcome = injector.evaluate(&Request { object: &object, kind: None, origin }).unwrap();
+    let mut pod = object.clone();
+    outcome.patch.apply(&mut pod).unwrap();
+    // 3306 lies in the range 3300-3310, but the reference matches the items as strings; the
+    // port declared twice is listed twice, as the reference lists it.
+    assert_eq!(pod["metadata"]["annotations"]["config.linkerd.io/opaque-ports"], "11211,11211");
 }

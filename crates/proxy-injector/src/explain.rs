@@ -105,6 +105,12 @@ fn namespace_from_file(path: &PathBuf) -> anyhow::Result<NamespaceView> {
 }
 
 fn explain(injector: &Injector, object: &Value, namespace: Option<&NamespaceView>) -> Result<Outcome, String> {
+    // As `inject` reads it: YAML scalars in metadata are strings, and the shape is checked before
+    // uninjection touches anything.
+    let mut object = object.clone();
+    inject::shape::stringify_metadata_scalars(&mut object, None);
+    inject::shape::check(&object, None).map_err(|e| e.to_string())?;
+    let object = &object;
     let Some(namespace) = namespace else {
         let mut clean = object.clone();
         uninject(&mut clean, Purpose::BeforeInject);

@@ -26,10 +26,12 @@ pub struct Checks {
     automount_disabled: bool,
     supported: bool,
     warnings: Vec<Warning>,
+    /// What was read differently from how it was written (YAML scalars in metadata).
+    notes: Vec<String>,
 }
 
 impl Checks {
-    pub fn of(outcome: Outcome) -> Checks {
+    pub fn of(outcome: Outcome, notes: Vec<String>) -> Checks {
         Checks {
             host_network: outcome.host_network,
             sidecar: outcome.sidecar,
@@ -38,6 +40,7 @@ impl Checks {
             automount_disabled: outcome.automount_disabled,
             supported: outcome.injectable || outcome.annotatable,
             warnings: outcome.warnings,
+            notes,
         }
     }
 }
@@ -111,7 +114,7 @@ pub fn inject_report(entries: &[Entry], verbose: bool) -> String {
         );
     }
     for (entry, outcome) in &outcomes {
-        for warning in &outcome.warnings {
+        for warning in outcome.warnings.iter().map(ToString::to_string).chain(outcome.notes.iter().cloned()) {
             warned = true;
             let _ = writeln!(out, "{warn} {}: {warning}", entry.label());
         }

@@ -209,6 +209,22 @@ pub fn inject(args: &InjectArgs, cluster: &ClusterArgs, control_plane_ns: &str, 
     )
 }
 
+/// Reads booleans and numbers in annotations and labels as Kubernetes does (strings), and checks
+/// the object's shape before anything touches it. Returns what was converted, to report it.
+fn stringify_scalars(object: &mut Value) -> Result<Vec<String>, String> {
+    let converted = inject::shape::stringify_metadata_scalars(object, None);
+    inject::shape::check(object, None).map_err(|e| e.to_string())?;
+    Ok(converted
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{}: the unquoted YAML value {} is read as the string {:?}, as Kubernetes reads it",
+                c.path, c.value, c.value
+            )
+        })
+        .collect())
+}
+
 /// Uninjects silently, then injects: re-running `inject` on its own output changes nothing.
 fn inject_object(
     injector: &Injector,
@@ -217,7 +233,8 @@ fn inject_object(
     object: &Value,
 ) -> Result<Transformed, String> {
     let mut clean = object.clone();
-    let uninjected = uninject(&mut clean, Purpose::BeforeInject);
+    let notes = stringify_scalars(&mut clean)?;
+    let uninjected = uninject(&mut clean, Purpose::BeforeInject) || !notes.is_empty();
     let origin = Origin::Cli { manual, overrides };
     let outcome = injector.evaluate(&Request { object: &clean, kind: None, origin }).map_err(|e| e.to_string())?;
     let (kind, name) = identity(object);
@@ -232,7 +249,7 @@ fn inject_object(
         outcome.patch.apply(&mut clean).map_err(|e| format!("internal error applying the patch: {e}"))?;
         Some(clean)
     };
-    let entry = Entry { kind, name, verdict, checks: Some(Checks::of(outcome)) };
+    let entry = Entry { kind, name, verdict, checks: Some(Checks::of(outcome, notes)) };
     Ok(Transformed { value, entries: vec![entry] })
 }
 
@@ -244,7 +261,8 @@ pub fn uninject_command(args: &UninjectArgs) -> anyhow::Result<bool> {
         |value| {
             each_object(value, |object| {
                 let mut clean = object.clone();
-                let changed = uninject(&mut clean, Purpose::Uninject);
+                let converted = !stringify_scalars(&mut clean)?.is_empty();
+                let changed = uninject(&mut clean, Purpose::Uninject) || converted;
                 let (kind, name) = identity(object);
                 let verdict = if changed { "uninjected" } else { "skipped" };
                 Ok(Transformed {
