@@ -114,6 +114,8 @@ impl ProjectedDir {
 
 pub struct WebhookOptions {
     pub values: Value,
+    /// The values and trust roots as files hold them, instead of `values` and the test anchors.
+    pub config_files: Option<(String, String)>,
     pub on_error: &'static str,
     pub max_in_flight: usize,
     /// Listen on this port instead of a free one.
@@ -124,7 +126,14 @@ pub struct WebhookOptions {
 
 impl Default for WebhookOptions {
     fn default() -> Self {
-        WebhookOptions { values: json!({}), on_error: "admit", max_in_flight: 4096, port: None, tls: None }
+        WebhookOptions {
+            values: json!({}),
+            config_files: None,
+            on_error: "admit",
+            max_in_flight: 4096,
+            port: None,
+            tls: None,
+        }
     }
 }
 
@@ -150,8 +159,10 @@ impl WebhookProcess {
         let pki = Pki::new();
         let (cert, key) = options.tls.clone().unwrap_or_else(|| pki.serving(30));
         let tls = ProjectedDir::new(dir.path().join("tls"), &[("tls.crt", &cert), ("tls.key", &key)]);
-        let values = serde_json::to_string(&options.values).unwrap();
-        let anchors = trust_anchors();
+        let (values, anchors) = options
+            .config_files
+            .clone()
+            .unwrap_or_else(|| (serde_json::to_string(&options.values).unwrap(), trust_anchors()));
         let config = ProjectedDir::new(dir.path().join("config"), &[("values", &values), ("ca-bundle.crt", &anchors)]);
         let (port, admin_port) = (options.port.unwrap_or_else(free_port), free_port());
         let log = dir.path().join("webhook.log");

@@ -220,3 +220,73 @@ async fn check_reports_a_service_without_ready_endpoints() {
     assert!(output.contains("√ the webhook configuration points at service i04-system/proxy-injector"), "{output}");
     assert!(output.contains("× service i04-system/proxy-injector has no ready endpoints"), "{output}");
 }
+
+/// The `values` key of `linkerd-config` exactly as `linkerd install` writes it.
+const INSTALL_DEFAULT_VALUES: &str = include_str!("../../../../fixtures/linkerd-config/install-default.values.yaml");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn next_to_a_real_linkerd_config_the_webhook_and_the_cli_inject_with_its_values() {
+    let client = client().await;
+    let (system, apps) = ("i05-linkerd", "i05-apps");
+    // What a real `linkerd install` leaves in its namespace: the two ConfigMaps, unedited.
+    let anchors = manifest::parse_stream(INSTALL_DEFAULT_VALUES).unwrap()[0].value["identityTrustAnchorsPEM"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let linkerd = [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": system,
+            "labels": {"config.linkerd.io/admission-webhooks": "disabled"}}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "linkerd-config", "namespace": system},
+            "data": {"values": INSTALL_DEFAULT_VALUES}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "linkerd-identity-trust-roots", "namespace": system},
+            "data": {"ca-bundle.crt": anchors}}),
+    ];
+    apply(&client, &linkerd).await;
+
+    // The default install mode, alongside Linkerd.
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/");
+    let mut objects = install(&["--namespace", system, "-L", system, "--webhook-url", &url]);
+    assert!(!objects.iter().any(|o| o["kind"] == "ConfigMap"), "alongside Linkerd, its ConfigMaps are not rendered");
+    isolate(&mut objects, "i05");
+    apply(&client, &objects).await;
+
+    // The webhook reads the ConfigMaps as their volumes would hold them: read back from the cluster.
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), system);
+    let stored = |name: &'static str, key: &'static str| {
+        let configmaps = configmaps.clone();
+        async move { configmaps.get(name).await.unwrap().data.unwrap()[key].clone() }
+    };
+    let values = stored("linkerd-config", "values").await;
+    assert_eq!(values, INSTALL_DEFAULT_VALUES);
+    let roots = stored("linkerd-identity-trust-roots", "ca-bundle.crt").await;
+    let webhook = WebhookProcess::start(WebhookOptions {
+        port: Some(port),
+        tls: Some((secret_text(&objects, "tls.crt"), secret_text(&objects, "tls.key"))),
+        config_files: Some((values, roots)),
+        ..WebhookOptions::default()
+    });
+    namespace(&client, "i05", apps, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    wait_until_active(&client, apps).await;
+    let pod = create_pod(&client, apps, &pod_json("web", json!({}))).await.unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    let proxy = spec.init_containers.iter().flatten().find(|c| c.name == "linkerd-proxy").expect("injected");
+    assert_eq!(proxy.image.as_deref(), Some("cr.l5d.io/linkerd/proxy:dev-undefined"), "{}", webhook.logs());
+    let annotations = pod.metadata.annotations.unwrap();
+    assert_eq!(annotations["linkerd.io/proxy-version"], "dev-undefined");
+    let anchors_env = proxy.env.iter().flatten().find(|e| e.name == "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS").unwrap();
+    assert_eq!(anchors_env.value.as_deref().map(str::trim), Some(anchors.trim()));
+
+    // `inject` without --values reads the same linkerd-config from the cluster.
+    let output = Command::new(binary())
+        .args(["inject", "--manual", "-L", system, "--kubeconfig"])
+        .arg(kubeconfig())
+        .arg(examples().join("manifests/emojivoto.yaml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("image: cr.l5d.io/linkerd/proxy:dev-undefined"), "{stdout}");
+    drop(webhook);
+}
