@@ -40,10 +40,31 @@ pub struct WebhookArgs {
     /// Answer every request "allowed" without injecting (load-test baseline)
     #[arg(long)]
     no_op: bool,
-    /// Admissions answered at once; more are refused immediately with 503. Sized for a burst of
-    /// thousands of pods: each admission takes well under a millisecond of CPU.
+    /// Admissions processed at once, counted once their body has arrived; more are refused
+    /// immediately with 503. Sized for a burst of thousands of pods: each admission takes well
+    /// under a millisecond of CPU.
     #[arg(long, default_value_t = 4096)]
     max_in_flight: usize,
+    /// Bytes of request bodies read or processed at once (each counted 4 times, for its decoded
+    /// form); past it requests get 503. Default: half the container's memory limit (cgroup v2
+    /// memory.max), else 256Mi. Accepts plain bytes or Ki/Mi/Gi.
+    #[arg(long, value_parser = parse_bytes)]
+    body_budget: Option<usize>,
+    /// How long a client may take to send a request's headers
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Connections with no request in flight for this long are closed
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Interval of HTTP/2 keep-alive pings (a peer that does not answer within it is dropped)
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    keepalive_interval: Duration,
+    /// Concurrent streams one HTTP/2 connection may open
+    #[arg(long, default_value_t = 250)]
+    max_streams_per_connection: u32,
+    /// Connections one peer address may hold open
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_peer: usize,
     /// How often the values, trust roots and certificate files are checked for changes
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
@@ -61,8 +82,30 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{value:?} is not a positive duration such as 500ms or 10s"))
 }
 
+/// `268435456`, `256Mi`, `1Gi`, `512Ki`.
+fn parse_bytes(value: &str) -> Result<usize, String> {
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let scale: usize = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{value:?} is not a size such as 134217728, 128Mi or 1Gi")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{value:?} is not a size such as 134217728, 128Mi or 1Gi"))
+}
+
 pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &str) -> anyhow::Result<()> {
     args.log.init()?;
+    let defaults = webhook::limits::Limits::with_defaults(args.max_in_flight.max(1));
     let config = webhook::Config {
         addr: args.addr,
         admin_addr: args.admin_addr,
@@ -79,7 +122,15 @@ pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &s
             OnError::Admit => webhook::ErrorPolicy::Admit,
         },
         no_op: args.no_op,
-        max_in_flight: args.max_in_flight.max(1),
+        limits: webhook::limits::Limits {
+            body_budget: args.body_budget.unwrap_or(defaults.body_budget),
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            keepalive_interval: args.keepalive_interval,
+            max_streams_per_connection: args.max_streams_per_connection.max(1),
+            max_connections_per_peer: args.max_connections_per_peer.max(1),
+            ..defaults
+        },
         reload_interval: args.reload_interval,
         shutdown_grace: args.shutdown_grace,
     };

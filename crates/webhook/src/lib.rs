@@ -7,7 +7,9 @@
 pub mod admission;
 pub mod certs;
 pub mod cluster;
+pub mod connections;
 pub mod handler;
+pub mod limits;
 pub mod metrics;
 pub mod registration;
 pub mod reload;
@@ -35,7 +37,7 @@ pub struct Config {
     pub error_policy: ErrorPolicy,
     /// Answer every request "allowed" without a patch (the floor for load benchmarks).
     pub no_op: bool,
-    pub max_in_flight: usize,
+    pub limits: limits::Limits,
     pub reload_interval: Duration,
     pub shutdown_grace: Duration,
 }
@@ -75,8 +77,29 @@ async fn termination() {
     }
 }
 
+/// Raises the soft open-file limit to the hard one: every admission connection is a descriptor,
+/// and containers start with a soft limit of 1,024.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(error) => tracing::warn!(soft, hard, %error, "cannot raise the open-file limit"),
+        },
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
+}
+
 pub async fn run(config: Config) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    raise_open_file_limit();
+    tracing::info!(
+        body_budget = config.limits.body_budget,
+        memory_limit = limits::cgroup_memory_limit(),
+        max_in_flight = config.limits.max_in_flight,
+        "admission limits"
+    );
     let metrics = Arc::new(metrics::Metrics::default());
     let resolver = Arc::new(certs::CertResolver::default());
     let injector = Arc::new(ArcSwapOption::empty());
@@ -128,7 +151,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         handler::Handler { injector, cluster, events, metrics, policy: config.error_policy, no_op: config.no_op };
     let admission = Arc::new(server::AdmissionServer {
         handler,
-        limit: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight)),
+        budget: limits::Budget::new(config.limits.body_budget),
+        limits: config.limits,
     });
     let tls = Arc::new(certs::server_config(resolver));
     server::serve_admission(admission_listener, tls, admission, termination(), config.shutdown_grace).await;

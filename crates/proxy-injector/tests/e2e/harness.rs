@@ -122,6 +122,10 @@ pub struct WebhookOptions {
     pub port: Option<u16>,
     /// Serve this certificate and key (PEM) instead of one from the process's own CA.
     pub tls: Option<(String, String)>,
+    /// More `webhook` flags.
+    pub extra_args: Vec<String>,
+    /// Start with this soft and hard open-file limit (through util-linux's `prlimit`).
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Default for WebhookOptions {
@@ -133,6 +137,8 @@ impl Default for WebhookOptions {
             max_in_flight: 4096,
             port: None,
             tls: None,
+            extra_args: Vec::new(),
+            open_files: None,
         }
     }
 }
@@ -166,7 +172,15 @@ impl WebhookProcess {
         let config = ProjectedDir::new(dir.path().join("config"), &[("values", &values), ("ca-bundle.crt", &anchors)]);
         let (port, admin_port) = (options.port.unwrap_or_else(free_port), free_port());
         let log = dir.path().join("webhook.log");
-        let child = Command::new(binary())
+        let mut command = match options.open_files {
+            Some((soft, hard)) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(binary());
+                prlimit
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args([
                 "webhook",
                 "--addr",
@@ -186,6 +200,7 @@ impl WebhookProcess {
             .arg(kubeconfig())
             .args(["--on-error", options.on_error, "--max-in-flight", &options.max_in_flight.to_string()])
             .args(["--reload-interval", "100ms", "--log-format", "json"])
+            .args(&options.extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

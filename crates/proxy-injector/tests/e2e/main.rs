@@ -3,6 +3,7 @@
 
 mod chart;
 mod harness;
+mod hostile;
 mod install;
 mod late_webhook;
 mod scenarios;

@@ -10,20 +10,20 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn review(uid: &str, namespace: &str, object: Value) -> Value {
+pub fn review(uid: &str, namespace: &str, object: Value) -> Value {
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": uid, "kind": {"group": "", "version": "v1", "kind": object["kind"]},
         "resource": {"group": "", "version": "v1", "resource": "pods"},
         "namespace": namespace, "operation": "CREATE", "object": object, "dryRun": true}})
 }
 
-fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> (u16, Vec<u8>) {
+pub fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut response =
         agent.post(url).header("content-type", "application/json").send(body).expect("the request is answered");
     (response.status().as_u16(), response.body_mut().read_to_vec().unwrap())
 }
 
-fn admit(webhook: &WebhookProcess, uid: &str, namespace: &str, object: &Value) -> Value {
+pub fn admit(webhook: &WebhookProcess, uid: &str, namespace: &str, object: &Value) -> Value {
     let (status, body) =
         post(&webhook.agent(), &webhook.url(), review(uid, namespace, object.clone()).to_string().as_bytes());
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -43,7 +43,7 @@ fn patched(object: &Value, answer: &Value) -> Value {
     result
 }
 
-async fn server_namespace(test: &str) -> String {
+pub async fn server_namespace(test: &str) -> String {
     let client = client().await;
     let ns = format!("{test}-ns");
     namespace(&client, test, &ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
@@ -164,23 +164,37 @@ async fn bad_bodies_get_clear_400s_and_never_crash_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn saturation_is_refused_immediately() {
+async fn a_stalled_body_holds_no_slot_but_its_bytes_count_against_the_budget() {
     let ns = server_namespace("w03").await;
-    let webhook = WebhookProcess::start(WebhookOptions { max_in_flight: 1, ..WebhookOptions::default() });
-    // Hold the only slot: a request whose body never arrives.
-    let mut stalled = stalled_request(&webhook);
+    let webhook = WebhookProcess::start(WebhookOptions {
+        max_in_flight: 1,
+        extra_args: vec!["--body-budget".into(), "16Ki".into()],
+        ..WebhookOptions::default()
+    });
+    // A request whose body never arrives does not take the only slot.
+    let mut stalled = stalled_request_of(&webhook, 100_000);
+    let body = review("u", &ns, pod_json("p", json!({}))).to_string();
+    let (status, answer) = post(&webhook.agent(), &webhook.url(), body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    // Bytes held by bodies still arriving count: past the budget, refused at once.
+    write!(stalled, "{}", " ".repeat(16_000)).unwrap();
+    stalled.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let (status, _) =
-        post(&webhook.agent(), &webhook.url(), review("u", &ns, pod_json("p", json!({}))).to_string().as_bytes());
+    let (status, _) = post(&webhook.agent(), &webhook.url(), body.as_bytes());
     assert_eq!(status, 503);
     assert!(started.elapsed() < Duration::from_secs(1), "refused at once, not after a timeout");
-    assert_eq!(webhook.metric("proxy_injector_requests_rejected_total{reason=\"overload\"}"), 1.0);
-    stalled.flush().unwrap();
+    assert_eq!(webhook.metric("proxy_injector_requests_rejected_total{reason=\"memory_budget\"}"), 1.0);
     drop(stalled);
 }
 
 /// A TLS connection that sent headers announcing a body it never sends.
-fn stalled_request(webhook: &WebhookProcess) -> impl Write {
+pub fn stalled_request(webhook: &WebhookProcess) -> impl Write {
+    stalled_request_of(webhook, 1000)
+}
+
+/// The same, announcing `declared` bytes.
+pub fn stalled_request_of(webhook: &WebhookProcess, declared: usize) -> impl Write {
     use rustls_pki_types::pem::PemObject;
     use std::sync::Arc;
     let mut roots = rustls::RootCertStore::empty();
@@ -198,7 +212,7 @@ fn stalled_request(webhook: &WebhookProcess) -> impl Write {
     let mut stream = rustls::StreamOwned::new(connection, socket);
     write!(
         stream,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n{{"
     )
     .unwrap();
     stream.flush().unwrap();

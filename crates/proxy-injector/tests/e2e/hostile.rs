@@ -1,0 +1,183 @@
+//! The webhook against clients that stall, hoard connections, exhaust descriptors or send huge
+//! values: admissions keep being answered, and logs stay bounded.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+
+use crate::harness::*;
+use crate::server::{admit, review, server_namespace, stalled_request};
+
+fn client_config(webhook: &WebhookProcess, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(webhook.pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// An HTTP/2 connection over TLS, as the apiserver opens one.
+async fn h2_connection(webhook: &WebhookProcess) -> h2::client::SendRequest<bytes::Bytes> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(webhook, b"h2"));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", webhook.port)).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let tls = connector.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+fn post_request() -> http::Request<()> {
+    http::Request::post("https://127.0.0.1/?timeout=10s").header("content-type", "application/json").body(()).unwrap()
+}
+
+/// One admission over an HTTP/2 connection: status and body.
+async fn h2_admit(send: &mut h2::client::SendRequest<bytes::Bytes>, body: String) -> (u16, Vec<u8>) {
+    let mut ready = send.clone().ready().await.unwrap();
+    let (response, mut stream) = ready.send_request(post_request(), false).unwrap();
+    stream.send_data(bytes::Bytes::from(body), true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_http2_streams_and_half_sent_bodies_do_not_stop_admissions() {
+    let ns = server_namespace("h01").await;
+    let webhook = WebhookProcess::start(WebhookOptions { max_in_flight: 4, ..WebhookOptions::default() });
+    // Streams that send their headers and `{`, then nothing, on several connections.
+    let mut stalled_streams = Vec::new();
+    for _ in 0..4 {
+        let send = h2_connection(&webhook).await;
+        for _ in 0..50 {
+            let mut ready = send.clone().ready().await.unwrap();
+            let (response, mut stream) = ready.send_request(post_request(), false).unwrap();
+            stream.send_data(bytes::Bytes::from_static(b"{"), false).unwrap();
+            stalled_streams.push((response, stream));
+        }
+    }
+    let half_sent: Vec<_> = (0..20).map(|_| stalled_request(&webhook)).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut send = h2_connection(&webhook).await;
+    let started = Instant::now();
+    for i in 0..10 {
+        let body = review(&format!("h01-{i}"), &ns, pod_json("p", json!({}))).to_string();
+        let (status, answer) = h2_admit(&mut send, body).await;
+        assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&answer), webhook.logs());
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "admissions waited for the stalled clients");
+    assert_eq!(webhook.metric("proxy_injector_requests_rejected_total{reason=\"overload\"}"), 0.0);
+    drop((stalled_streams, half_sent));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickle_on_one_http2_connection_is_answered_without_nagle_delays() {
+    let ns = server_namespace("h02").await;
+    let webhook = WebhookProcess::start(WebhookOptions::default());
+    let mut send = h2_connection(&webhook).await;
+    let mut latencies = Vec::new();
+    for i in 0..40 {
+        let body = review(&format!("h02-{i}"), &ns, pod_json("p", json!({}))).to_string();
+        let started = Instant::now();
+        let (status, _) = h2_admit(&mut send, body).await;
+        latencies.push(started.elapsed());
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    latencies.sort();
+    // Nagle's algorithm with delayed ACKs holds each small answer for ~40 ms; an answer
+    // takes well under a millisecond of work. The median is checked, with a wide margin.
+    let median = latencies[latencies.len() / 2];
+    assert!(median < Duration::from_millis(20), "median {median:?} of {latencies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let webhook = WebhookProcess::start(WebhookOptions {
+        extra_args: vec!["--idle-timeout".into(), "500ms".into()],
+        ..WebhookOptions::default()
+    });
+    let connection =
+        rustls::ClientConnection::new(client_config(&webhook, b"http/1.1"), "127.0.0.1".try_into().unwrap()).unwrap();
+    let socket = std::net::TcpStream::connect(("127.0.0.1", webhook.port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    stream.flush().unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 64];
+    // The server closes the connection: the read ends (EOF or a reset), and not by our timeout.
+    let read = stream.read(&mut buffer);
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(5), "closed after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_file_descriptors_the_webhook_backs_off_and_frees_idle_connections() {
+    let ns = server_namespace("h04").await;
+    // A soft limit the process can raise: 300 idle connections are no problem.
+    let raised = WebhookProcess::start(WebhookOptions { open_files: Some((256, 4096)), ..WebhookOptions::default() });
+    assert!(raised.logs().contains("raised the open-file limit"), "{}", raised.logs());
+    let idle: Vec<_> = (0..300).map(|_| std::net::TcpStream::connect(("127.0.0.1", raised.port)).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(admit(&raised, "h04-a", &ns, &pod_json("p", json!({})))["response"]["allowed"], true);
+    drop(idle);
+
+    // A hard limit of 256: accepting fails, and the webhook closes the longest-idle connections
+    // to make room, without spinning or flooding its log.
+    let capped = WebhookProcess::start(WebhookOptions { open_files: Some((256, 256)), ..WebhookOptions::default() });
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let socket = std::net::TcpStream::connect(("127.0.0.1", capped.port)).unwrap();
+        let mut stream = rustls::StreamOwned::new(
+            rustls::ClientConnection::new(client_config(&capped, b"http/1.1"), "127.0.0.1".try_into().unwrap())
+                .unwrap(),
+            socket,
+        );
+        let _ = stream.flush();
+        idle.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answer = admit(&capped, "h04-b", &ns, &pod_json("p", json!({})));
+    assert_eq!(answer["response"]["allowed"], true);
+    let logs = capped.logs();
+    let accept_lines = logs.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(accept_lines <= 10, "{accept_lines} accept-failure lines in 2 s");
+    assert!(logs.len() < 200_000, "the log grew to {} bytes", logs.len());
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_client_values_are_logged_and_answered_bounded() {
+    let ns = server_namespace("h05").await;
+    let webhook = WebhookProcess::start(WebhookOptions::default());
+    let uid = "u".repeat(1024 * 1024);
+    let answer = admit(&webhook, &uid, &ns, &pod_json("p", json!({})));
+    assert_eq!(answer["response"]["uid"].as_str().map(str::len), Some(uid.len()), "the uid is echoed whole");
+    let body = serde_json::to_vec(&"x".repeat(1024 * 1024)).unwrap();
+    let (status, answer) = crate::server::post(&webhook.agent(), &webhook.url(), &body);
+    assert_eq!(status, 400);
+    assert!(answer.len() < 1024, "a {} byte 400 answer", answer.len());
+    std::thread::sleep(Duration::from_millis(200));
+    let longest = webhook.logs().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+}
