@@ -96,27 +96,35 @@ impl AdmissionServer {
         declared: Option<u64>,
         deadline: tokio::time::Instant,
         held: &mut Held,
-    ) -> Result<Vec<u8>, BodyRefusal> {
+    ) -> Result<Bytes, BodyRefusal> {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(BodyRefusal::TooLarge);
         }
-        let mut bytes = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        // Frames are kept as they arrive and joined once at the end: growing one buffer would
+        // hold up to twice the bytes received, uncounted.
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut received = 0;
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(BodyRefusal::Deadline),
-                Ok(None) => return Ok(bytes),
+                Ok(None) => break,
                 Ok(Some(Err(error))) => return Err(BodyRefusal::Broken(error.to_string())),
                 Ok(Some(Ok(frame))) => frame,
             };
             let Ok(data) = frame.into_data() else { continue };
-            if bytes.len() + data.len() > MAX_BODY_BYTES {
+            received += data.len();
+            if received > MAX_BODY_BYTES {
                 return Err(BodyRefusal::TooLarge);
             }
             if !self.budget.take(held, data.len()) {
                 return Err(BodyRefusal::OverBudget);
             }
-            bytes.extend_from_slice(&data);
+            frames.push(data);
         }
+        Ok(match frames.len() {
+            1 => frames.pop().unwrap_or_default(),
+            _ => Bytes::from(frames.concat()),
+        })
     }
 
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
