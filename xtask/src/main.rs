@@ -4,11 +4,13 @@
 //! - `e2e`: the end-to-end suite alone, against a real etcd and kube-apiserver started here.
 //! - `bench`: the criterion benchmarks, the CLI on a generated 10,000-document manifest, and the
 //!   webhook under load (inject vs `--no-op`, half-load latency, 3,000 requests at once).
+//! - `fuzz`: the cargo-fuzz targets (`cargo xtask fuzz [target] [--time S]`, 60 s each by default).
 //! - `tools`: build (once) and print the cached kube-apiserver and etcd the suite uses.
 
 #![forbid(unsafe_code)]
 
 mod controlplane;
+mod fuzz;
 mod load;
 mod tools;
 
@@ -24,13 +26,14 @@ fn main() -> anyhow::Result<()> {
         "test" => test(),
         "e2e" => e2e(&std::env::args().skip(2).collect::<Vec<_>>()),
         "bench" => bench(std::env::args().nth(2).as_deref()),
+        "fuzz" => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "tools" => {
             println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
             println!("etcd: {}", tools::etcd()?.display());
             println!("helm: {}", tools::helm()?.display());
             Ok(())
         }
-        other => bail!("unknown task {other:?}; tasks: test, e2e, bench, tools"),
+        other => bail!("unknown task {other:?}; tasks: test, e2e, bench, fuzz, tools"),
     }
 }
 

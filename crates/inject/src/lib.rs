@@ -542,10 +542,11 @@ impl Injector {
         if missing("initContainers") {
             patch.add(format!("{p}/spec/initContainers"), json!([]));
         }
-        if missing("containers") {
+        let native = config.native_sidecar.value;
+        // Only a list the patch adds to is created: a pod left without containers stays so.
+        if missing("containers") && (config.debug_sidecar.value || !native) {
             patch.add(format!("{p}/spec/containers"), json!([]));
         }
-        let native = config.native_sidecar.value;
         let init_index = if native { "0" } else { "-" };
         if v.cni_enabled {
             patch.add(format!("{p}/spec/initContainers/{init_index}"), render::network_validator(&input));

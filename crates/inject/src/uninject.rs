@@ -37,10 +37,14 @@ pub fn uninject(object: &mut Value, purpose: Purpose) -> bool {
         }
     }
     let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) else { return changed };
-    changed |= remove_named(spec, "initContainers", &[INIT_CONTAINER, PROXY_CONTAINER, VALIDATOR_CONTAINER]);
-    changed |= remove_named(spec, "containers", &[PROXY_CONTAINER, DEBUG_CONTAINER]);
-    changed |= remove_named(spec, "volumes", &[END_ENTITY_VOLUME, XTABLES_VOLUME, TOKEN_VOLUME, PODINFO_VOLUME]);
-    changed
+    let mut removed = remove_named(spec, "initContainers", &[INIT_CONTAINER, PROXY_CONTAINER, VALIDATOR_CONTAINER]);
+    removed |= remove_named(spec, "containers", &[PROXY_CONTAINER, DEBUG_CONTAINER]);
+    removed |= remove_named(spec, "volumes", &[END_ENTITY_VOLUME, XTABLES_VOLUME, TOKEN_VOLUME, PODINFO_VOLUME]);
+    // A spec that held only injected parts was created by injection, like an emptied list.
+    if removed && spec.is_empty() {
+        template.as_object_mut().map(|t| t.remove("spec"));
+    }
+    changed || removed
 }
 
 fn is_control_plane(object: &Value, kind: Kind) -> bool {

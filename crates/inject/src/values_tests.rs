@@ -284,3 +284,31 @@ fn default_opaque_ports_match_the_list_items_as_text() {
     // port declared twice is listed twice, as the reference lists it.
     assert_eq!(pod["metadata"]["annotations"]["config.linkerd.io/opaque-ports"], "11211,11211");
 }
+
+/// Found by the `uninject` fuzz target: a template without `containers` came back with
+/// `containers: []` after inject and uninject.
+#[test]
+fn a_template_without_containers_gets_no_empty_container_list() {
+    let object = json!({"kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {"spec": {"initContainers": [{"name": "migrate", "image": "m"}]}}}});
+    let (injected, _) = cli_manual(&AnnotationSet::default(), &object);
+    assert!(injected["spec"]["template"]["spec"].get("containers").is_none(), "{injected}");
+    let mut round_trip = injected;
+    crate::uninject::uninject(&mut round_trip, crate::uninject::Purpose::Uninject);
+    assert_eq!(round_trip, object);
+}
+
+/// Found by the fuzz targets: a pod without a spec came back with `spec: {}` after inject and
+/// uninject, and a workload whose template is `null` got a patch that could not apply.
+#[test]
+fn a_missing_spec_and_a_null_template_are_handled() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+    let (injected, _) = cli_manual(&AnnotationSet::default(), &pod);
+    let mut round_trip = injected;
+    crate::uninject::uninject(&mut round_trip, crate::uninject::Purpose::Uninject);
+    assert_eq!(round_trip, pod);
+    let statefulset = json!({"kind": "StatefulSet", "metadata": {"name": "s"}, "spec": {"template": null}});
+    let (patched, outcome) = cli_manual(&AnnotationSet::default(), &statefulset);
+    assert!(outcome.patch.is_empty());
+    assert_eq!(patched, statefulset);
+}

@@ -92,9 +92,9 @@ impl<'a> Workload<'a> {
     pub fn new(object: &'a Value, kind_override: Option<&'a str>) -> Self {
         let kind_name = kind_override.or_else(|| object.get("kind").and_then(Value::as_str)).unwrap_or("");
         let kind = Kind::parse(kind_name);
-        let template = kind
-            .and_then(Kind::template_pointer)
-            .and_then(|pointer| object.pointer(pointer).map(|template| PodTemplate { value: template, pointer }));
+        let template = kind.and_then(Kind::template_pointer).and_then(|pointer| {
+            object.pointer(pointer).filter(|t| !t.is_null()).map(|value| PodTemplate { value, pointer })
+        });
         Workload { object, kind, kind_name, template }
     }
 

@@ -260,3 +260,28 @@ fn every_field_of_real_manifests_mutated_to_every_wrong_type_is_refused_by_path_
     }
     assert!(refused > 100 && kept > 100, "refused {refused}, kept {kept}");
 }
+
+/// Every input a fuzz target once failed on (`tests/fuzz-regressions`): inject and uninject
+/// answer it without a panic, and what they print parses.
+#[test]
+fn inputs_the_fuzzers_found_are_handled() {
+    let dir = root().join("crates/proxy-injector/tests/fuzz-regressions");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        for args in [&["inject", "--manual", "--values"][..], &["uninject"][..]] {
+            let mut command = cli();
+            command.args(args);
+            if args.len() > 1 {
+                command.arg(root().join("examples/values.yaml"));
+            }
+            let output = command.arg(&file).output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{}: {stderr}", file.display());
+            if output.status.success() {
+                documents(&String::from_utf8(output.stdout).unwrap());
+            }
+        }
+    }
+}
