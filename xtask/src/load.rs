@@ -15,6 +15,8 @@ use crate::controlplane::ControlPlane;
 const CONNECTIONS: usize = 16;
 const RUN: Duration = Duration::from_secs(10);
 const BURST: usize = 3000;
+/// mimalloc returns freed pages to the OS at once, so RSS comes back down after a burst.
+const ALLOCATOR_ENV: [(&str, &str); 2] = [("MIMALLOC_PURGE_DELAY", "0"), ("MIMALLOC_PURGE_DECOMMITS", "1")];
 
 struct Webhook {
     child: Child,
@@ -33,7 +35,13 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn start_webhook(root: &Path, dir: &Path, plane: &ControlPlane, no_op: bool) -> anyhow::Result<Webhook> {
+fn start_webhook(
+    root: &Path,
+    dir: &Path,
+    plane: &ControlPlane,
+    no_op: bool,
+    extra_args: &[&str],
+) -> anyhow::Result<Webhook> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -73,6 +81,11 @@ fn start_webhook(root: &Path, dir: &Path, plane: &ControlPlane, no_op: bool) -> 
         .stderr(std::fs::File::create(dir.join(if no_op { "no-op.log" } else { "inject.log" }))?);
     if no_op {
         command.arg("--no-op");
+    }
+    command.args(extra_args);
+    // The allocator's options as the installed Deployment sets them (see install).
+    for (name, value) in ALLOCATOR_ENV {
+        command.env(name, value);
     }
     let webhook = Webhook { child: command.spawn()?, url: format!("https://127.0.0.1:{port}/"), ca_pem };
     let started = Instant::now();
@@ -244,7 +257,9 @@ fn burst(webhook: &Webhook, body: &Arc<Vec<u8>>) -> Run {
     run
 }
 
-pub fn bench(root: &Path) -> anyhow::Result<()> {
+/// A control plane with the namespace, Deployment and ReplicaSet the benchmark reviews name,
+/// and the body of such a review.
+fn bench_plane() -> anyhow::Result<(ControlPlane, Vec<u8>)> {
     let plane = ControlPlane::start()?;
     plane.create(
         "/api/v1/namespaces",
@@ -264,7 +279,13 @@ pub fn bench(root: &Path) -> anyhow::Result<()> {
             "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}),
     )?;
     let uid = replica_set["metadata"]["uid"].as_str().context("a stored ReplicaSet has a uid")?;
-    let body = Arc::new(review_body("bench", "web-5d4f8c", uid));
+    let body = review_body("bench", "web-5d4f8c", uid);
+    Ok((plane, body))
+}
+
+pub fn bench(root: &Path) -> anyhow::Result<()> {
+    let (plane, body) = bench_plane()?;
+    let body = Arc::new(body);
     let dir = std::env::temp_dir().join(format!("proxy-injector-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     println!(
@@ -273,12 +294,12 @@ pub fn bench(root: &Path) -> anyhow::Result<()> {
     );
 
     let floor = {
-        let webhook = start_webhook(root, &dir, &plane, true)?;
+        let webhook = start_webhook(root, &dir, &plane, true, &[])?;
         let run = drive(&webhook, &body, false, None);
         println!("{}", run.line("no-op, max throughput"));
         run.throughput()
     };
-    let webhook = start_webhook(root, &dir, &plane, false)?;
+    let webhook = start_webhook(root, &dir, &plane, false, &[])?;
     let max = drive(&webhook, &body, true, None);
     println!("{}", max.line("inject, max throughput"));
     let half = drive(&webhook, &body, true, Some(max.throughput() / 2.0));
@@ -293,5 +314,106 @@ pub fn bench(root: &Path) -> anyhow::Result<()> {
     if max.wrong + half.wrong + burst.wrong > 0 {
         bail!("the webhook gave wrong answers under load");
     }
+    Ok(())
+}
+
+/// A body that sends all but its last byte, then waits for `release` before sending it.
+struct HeldBody {
+    bytes: Vec<u8>,
+    sent: usize,
+    release: Arc<Barrier>,
+    held: bool,
+}
+
+impl std::io::Read for HeldBody {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let last = self.bytes.len() - 1;
+        if self.sent == last && !self.held {
+            self.held = true;
+            self.release.wait();
+        }
+        let end = if self.sent < last {
+            last.min(self.sent + out.len())
+        } else {
+            self.bytes.len().min(self.sent + out.len())
+        };
+        let n = end - self.sent;
+        out[..n].copy_from_slice(&self.bytes[self.sent..end]);
+        self.sent = end;
+        Ok(n)
+    }
+}
+
+/// `VmHWM` and `VmRSS` of a process, in MiB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A review of about `size` bytes: the benchmark's pod with one large annotation.
+fn review_of_size(body: &[u8], size: usize) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(body).expect("the benchmark review is JSON");
+    let padding = size.saturating_sub(body.len() + 64);
+    review["request"]["object"]["metadata"]["annotations"]["example.com/padding"] = json!("x".repeat(padding));
+    serde_json::to_vec(&review).expect("a review serializes")
+}
+
+/// Peak memory with many large reviews held open at once, and the resident memory after.
+pub fn memory_bench(root: &Path) -> anyhow::Result<()> {
+    let (plane, body) = bench_plane()?;
+    let dir = std::env::temp_dir().join(format!("proxy-injector-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (count, size) in [(300usize, 1024 * 1024usize), (30, 10 * 1024 * 1024 - 1024)] {
+        let webhook = start_webhook(root, &dir, &plane, false, &["--body-budget", "128Mi"])?;
+        let pid = webhook.child.id();
+        let (_, idle_rss) = memory_of(pid);
+        let review = Arc::new(review_of_size(&body, size));
+        let release = Arc::new(Barrier::new(count + 1));
+        let threads: Vec<_> = (0..count)
+            .map(|_| {
+                let (agent, url, review, release) =
+                    (agent(&webhook.ca_pem), webhook.url.clone(), review.clone(), release.clone());
+                std::thread::spawn(move || {
+                    let mut held = HeldBody { bytes: review.to_vec(), sent: 0, release: release.clone(), held: false };
+                    let answer = agent
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("content-length", review.len().to_string())
+                        .send(ureq::SendBody::from_reader(&mut held));
+                    if !held.held {
+                        release.wait();
+                    }
+                    match answer {
+                        Ok(response) => response.status().as_u16(),
+                        Err(_) => 0,
+                    }
+                })
+            })
+            .collect();
+        // Bodies arrive; those past the budget are refused while the rest are held.
+        std::thread::sleep(Duration::from_secs(4));
+        let (peak, _) = memory_of(pid);
+        release.wait();
+        let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap_or(0)).collect();
+        let answered = statuses.iter().filter(|s| **s == 200).count();
+        let refused = statuses.iter().filter(|s| **s == 503).count();
+        std::thread::sleep(Duration::from_secs(3));
+        let (_, after) = memory_of(pid);
+        println!(
+            "{count} x {} MiB reviews held at once (budget 128Mi): peak RSS {peak} MiB; {answered} answered, \
+             {refused} refused over budget, {} closed; RSS idle {idle_rss} MiB, 3 s after {after} MiB",
+            size.div_ceil(1024 * 1024),
+            count - answered - refused
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

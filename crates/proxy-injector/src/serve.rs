@@ -46,7 +46,7 @@ pub struct WebhookArgs {
     #[arg(long, default_value_t = 4096)]
     max_in_flight: usize,
     /// Bytes of request bodies read or processed at once (each counted 4 times, for its decoded
-    /// form); past it requests get 503. Default: half the container's memory limit (cgroup v2
+    /// form); past it requests get 503. Default: a third of the container's memory limit (cgroup v2
     /// memory.max), else 256Mi. Accepts plain bytes or Ki/Mi/Gi.
     #[arg(long, value_parser = parse_bytes)]
     body_budget: Option<usize>,

@@ -28,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// body's arrival as well as the answer.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most an HTTP/1.1 connection buffers before its body is read.
+const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
 
 pub struct AdmissionServer {
     pub handler: Handler,
@@ -100,8 +102,11 @@ impl AdmissionServer {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(BodyRefusal::TooLarge);
         }
-        // Frames are kept as they arrive and joined once at the end: growing one buffer would
-        // hold up to twice the bytes received, uncounted.
+        // With a declared length the body is copied into one buffer of that capacity, whose
+        // pages become resident only as bytes arrive; each frame (and the connection buffer
+        // behind it) is then free at once. Without one, frames are kept and joined at the end:
+        // growing a buffer would hold up to twice the bytes received, uncounted.
+        let mut whole = declared.map(|n| Vec::with_capacity(n as usize));
         let mut frames: Vec<Bytes> = Vec::new();
         let mut received = 0;
         loop {
@@ -119,11 +124,15 @@ impl AdmissionServer {
             if !self.budget.take(held, data.len()) {
                 return Err(BodyRefusal::OverBudget);
             }
-            frames.push(data);
+            match whole.as_mut() {
+                Some(buffer) => buffer.extend_from_slice(&data),
+                None => frames.push(data),
+            }
         }
-        Ok(match frames.len() {
-            1 => frames.pop().unwrap_or_default(),
-            _ => Bytes::from(frames.concat()),
+        Ok(match (whole, frames.len()) {
+            (Some(buffer), _) => Bytes::from(buffer),
+            (None, 1) => frames.pop().unwrap_or_default(),
+            (None, _) => Bytes::from(frames.concat()),
         })
     }
 
@@ -237,7 +246,13 @@ pub async fn serve_admission(
     let limits = server.limits.clone();
     let registry = Registry::new(limits.max_connections_per_peer);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // Reviews arrive in a few large reads; a small per-connection buffer keeps what hundreds of
+    // connections hold in bounds (headers past it get 431).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(CONNECTION_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
