@@ -417,3 +417,104 @@ pub fn memory_bench(root: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// Server CPU time (user + system) of a process so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports these in USER_HZ, 100 on every supported architecture.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// One h2load run against the webhook: its latencies (from h2load's per-request log), answers
+/// that were not 200, and the webhook's CPU time per request.
+fn h2load(webhook: &Webhook, dir: &Path, body: &Path, args: &[&str]) -> anyhow::Result<(Run, Duration)> {
+    let log = dir.join("h2load.log");
+    let _ = std::fs::remove_file(&log);
+    let cpu_before = cpu_time(webhook.child.id());
+    let started = Instant::now();
+    let output = Command::new("h2load")
+        .arg(format!("{}?timeout=10s", webhook.url))
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/json"])
+        .arg(format!("--log-file={}", log.display()))
+        .args(args)
+        .output()
+        .context("cannot run h2load (Debian's nghttp2-client)")?;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(webhook.child.id()).saturating_sub(cpu_before);
+    if !output.status.success() {
+        bail!("h2load failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let mut run = Run { elapsed, ..Run::default() };
+    for line in std::fs::read_to_string(&log)?.lines() {
+        let columns: Vec<&str> = line.split('\t').collect();
+        let (Some(status), Some(micros)) = (columns.get(1), columns.get(2).and_then(|c| c.parse::<u64>().ok())) else {
+            continue;
+        };
+        run.latencies.push(Duration::from_micros(micros));
+        run.wrong += usize::from(*status != "200");
+    }
+    let per_request = cpu.checked_div(run.latencies.len().max(1) as u32).unwrap_or_default();
+    Ok((run, per_request))
+}
+
+/// h2load, installed from Debian's nghttp2-client if missing.
+fn ensure_h2load() -> anyhow::Result<()> {
+    if Command::new("h2load").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing nghttp2-client (h2load) with apt-get");
+    let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+    let install = Command::new("apt-get").args(["install", "-y", "-qq", "nghttp2-client"]).status()?;
+    if !update.success() || !install.success() {
+        bail!("apt-get install nghttp2-client failed: the HTTP/2 benchmark needs h2load");
+    }
+    Ok(())
+}
+
+/// The webhook as the apiserver calls it: HTTP/2, on one connection and on sixteen.
+pub fn h2_bench(root: &Path) -> anyhow::Result<()> {
+    ensure_h2load()?;
+    let (plane, body) = bench_plane()?;
+    let dir = std::env::temp_dir().join(format!("proxy-injector-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let body_path = dir.join("review.json");
+    std::fs::write(&body_path, &body)?;
+    println!("AdmissionReview body: {} bytes; h2load over TLS (h2); generator on the same 2 cores", body.len());
+    let report = |name: &str, (run, cpu): &(Run, Duration)| {
+        println!("{}  server CPU {:>5.0} us/admission", run.line(name), cpu.as_secs_f64() * 1e6);
+    };
+    let mut wrong = 0;
+    for no_op in [true, false] {
+        let webhook = start_webhook(root, &dir, &plane, no_op, &[])?;
+        let mode = if no_op { "no-op" } else { "inject" };
+        let one = h2load(&webhook, &dir, &body_path, &["-c1", "-m16", "-n30000"])?;
+        report(&format!("{mode}, 1 connection x 16 streams"), &one);
+        let sixteen = h2load(&webhook, &dir, &body_path, &["-c16", "-m1", "-n30000"])?;
+        report(&format!("{mode}, 16 connections"), &sixteen);
+        wrong += one.0.wrong + sixteen.0.wrong;
+        if no_op {
+            continue;
+        }
+        let half = ((one.0.throughput() / 2.0) as u64).max(1).to_string();
+        let at_half = h2load(&webhook, &dir, &body_path, &["-c1", "-m16", &format!("--rps={half}"), "-D", "10"])?;
+        report(&format!("inject, 1 connection at {half}/s"), &at_half);
+        let trickle = h2load(&webhook, &dir, &body_path, &["-c1", "-m1", "--rps=32", "-D", "10"])?;
+        report("inject, trickle 32/s on 1 connection", &trickle);
+        let burst = h2load(&webhook, &dir, &body_path, &["-c16", "-m188", "-n3008"])?;
+        report("inject, 3,008 at once (16 x 188 streams)", &burst);
+        let slow = burst.0.latencies.iter().filter(|l| **l > Duration::from_millis(500)).count();
+        println!("HTTP/2 burst: {} not 200, {slow} over 500 ms", burst.0.wrong);
+        wrong += at_half.0.wrong + trickle.0.wrong + burst.0.wrong;
+    }
+    std::fs::remove_dir_all(&dir)?;
+    if wrong > 0 {
+        bail!("{wrong} HTTP/2 admissions were not answered 200");
+    }
+    Ok(())
+}

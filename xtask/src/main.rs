@@ -82,8 +82,8 @@ fn e2e(test_args: &[String]) -> anyhow::Result<()> {
 /// All benchmarks, or one part: `engine`, `cli` or `load`.
 fn bench(part: Option<&str>) -> anyhow::Result<()> {
     let all = part.is_none();
-    if let Some(other) = part.filter(|p| !["engine", "cli", "load", "memory", "proxy-init"].contains(p)) {
-        bail!("unknown benchmark {other:?}; parts: engine, cli, load, memory, proxy-init");
+    if let Some(other) = part.filter(|p| !["engine", "cli", "load", "h2", "memory", "proxy-init"].contains(p)) {
+        bail!("unknown benchmark {other:?}; parts: engine, cli, load, h2, memory, proxy-init");
     }
     if all || part == Some("engine") {
         cargo(&["bench", "--workspace", "--locked"])?;
@@ -94,6 +94,9 @@ fn bench(part: Option<&str>) -> anyhow::Result<()> {
     }
     if all || part == Some("load") {
         load::bench(&workspace_root())?;
+    }
+    if all || part == Some("h2") {
+        load::h2_bench(&workspace_root())?;
     }
     if all || part == Some("memory") {
         load::memory_bench(&workspace_root())?;

@@ -90,24 +90,41 @@ async fn stalled_http2_streams_and_half_sent_bodies_do_not_stop_admissions() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_trickle_on_one_http2_connection_is_answered_without_nagle_delays() {
+async fn one_http2_connection_with_concurrent_streams_is_answered_without_nagle_delays() {
     let ns = server_namespace("h02").await;
-    let webhook = WebhookProcess::start(WebhookOptions::default());
-    let mut send = h2_connection(&webhook).await;
+    // No injection: what is measured is the transport, not the engine.
+    let webhook =
+        WebhookProcess::start(WebhookOptions { extra_args: vec!["--no-op".into()], ..WebhookOptions::default() });
+    let send = h2_connection(&webhook).await;
+    let body = review("h02", &ns, pod_json("p", json!({}))).to_string();
     let mut latencies = Vec::new();
-    for i in 0..40 {
-        let body = review(&format!("h02-{i}"), &ns, pod_json("p", json!({}))).to_string();
-        let started = Instant::now();
-        let (status, _) = h2_admit(&mut send, body).await;
-        latencies.push(started.elapsed());
-        assert_eq!(status, 200);
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    for _ in 0..100 {
+        let round: Vec<_> = (0..16)
+            .map(|_| {
+                let (mut send, body) = (send.clone(), body.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let (status, _) = h2_admit(&mut send, body).await;
+                    (status, started.elapsed())
+                })
+            })
+            .collect();
+        for task in round {
+            let (status, latency) = task.await.unwrap();
+            assert_eq!(status, 200);
+            latencies.push(latency);
+        }
     }
     latencies.sort();
-    // Nagle's algorithm with delayed ACKs holds each small answer for ~40 ms; an answer
-    // takes well under a millisecond of work. The median is checked, with a wide margin.
-    let median = latencies[latencies.len() / 2];
-    assert!(median < Duration::from_millis(20), "median {median:?} of {latencies:?}");
+    let slow = latencies.iter().filter(|l| **l >= Duration::from_millis(35)).count();
+    // Nagle's algorithm with the peer's delayed ACK holds answers for ~40 ms: without
+    // TCP_NODELAY, 1,254 of 1,600 were that slow here (p50 45 ms); with it, none (p50 3 ms).
+    assert!(
+        slow < 16,
+        "{slow} of 1600 answers took 35 ms or more (p50 {:?}, p99 {:?})",
+        latencies[800],
+        latencies[1584]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
