@@ -41,7 +41,8 @@ pub struct AdmissionRequest {
     pub operation: String,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(default)]
+    /// Only the parts injection reads, see [`crate::object_view`].
+    #[serde(default, deserialize_with = "crate::object_view::deserialize")]
     pub object: Option<Value>,
 }
 

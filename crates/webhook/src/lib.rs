@@ -11,6 +11,7 @@ pub mod connections;
 pub mod handler;
 pub mod limits;
 pub mod metrics;
+pub mod object_view;
 pub mod registration;
 pub mod reload;
 pub mod server;

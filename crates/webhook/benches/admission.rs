@@ -1,5 +1,6 @@
-//! Decision + patch for one pod, as the webhook computes it per admission.
-//! Run: cargo bench -p proxy-injector-inject --bench engine
+//! One admission as the webhook computes it: the engine alone (decision + patch), and the whole
+//! of it (decoding the AdmissionReview body, the engine, encoding the answer).
+//! Run: cargo bench -p proxy-injector-webhook --bench admission
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use inject::values::ValuesDocument;
@@ -48,6 +49,32 @@ fn evaluate(injector: &Injector, object: &Value) -> usize {
     outcome.patch.to_json().len()
 }
 
+/// The body the apiserver sends for `object`, with the metadata it adds.
+fn review_body(object: &Value) -> Vec<u8> {
+    let mut object = object.clone();
+    object["metadata"]["managedFields"] = json!([{"manager": "kube-controller-manager", "operation": "Update",
+        "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}}}]);
+    serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "emojivoto",
+        "operation": "CREATE", "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+        "object": object, "oldObject": null, "dryRun": false}}))
+    .unwrap()
+}
+
+/// Decode, evaluate and encode, as the webhook's handler does for one request.
+fn admit(injector: &Injector, body: &[u8]) -> usize {
+    let review = webhook::admission::decode(body).unwrap();
+    let request = &review.request;
+    let object = request.object.as_ref().unwrap();
+    let owner = Owner { kind: "deployment", name: "web" };
+    let origin = Origin::Webhook { namespace: &request.namespace, namespace_annotations: None, owner: Some(owner) };
+    let outcome = injector.evaluate(&Request { object, kind: Some(&request.kind.kind), origin }).unwrap();
+    let answer =
+        webhook::admission::Answer { allowed: true, patch: Some(outcome.patch.to_json()), ..Default::default() };
+    webhook::admission::encode(&review.api_version, &request.uid, &answer).len()
+}
+
 fn bench(c: &mut Criterion) {
     let injector = injector();
     let cases = [
@@ -64,6 +91,14 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut whole = c.benchmark_group("admission (decode + engine + encode)");
+    for (name, object) in &cases {
+        let body = review_body(object);
+        whole.throughput(Throughput::Bytes(body.len() as u64));
+        whole.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| b.iter(|| admit(&injector, body)));
+    }
+    whole.finish();
 
     // Where the typical pod's time goes.
     let typical = &cases[0].1;
