@@ -300,7 +300,8 @@ pub fn bench(root: &Path) -> anyhow::Result<()> {
         run.throughput()
     };
     // The HTTP/1.1 burst opens one connection per request, 3,000 from one address.
-    let webhook = start_webhook(root, &dir, &plane, false, &["--max-connections-per-peer", "4096"])?;
+    let webhook =
+        start_webhook(root, &dir, &plane, false, &["--max-connections-per-peer", "4096", "--max-connections", "4096"])?;
     let max = drive(&webhook, &body, true, None);
     println!("{}", max.line("inject, max throughput"));
     let half = drive(&webhook, &body, true, Some(max.throughput() / 2.0));

@@ -62,9 +62,12 @@ pub struct WebhookArgs {
     /// Concurrent streams one HTTP/2 connection may open
     #[arg(long, default_value_t = 250)]
     max_streams_per_connection: u32,
-    /// Connections one peer address may hold open
+    /// Connections one peer address may hold open; at the maximum its longest-idle one is closed
     #[arg(long, default_value_t = 256)]
     max_connections_per_peer: usize,
+    /// Connections the listener holds open; at the maximum the longest-idle one is closed
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// How often the values, trust roots and certificate files are checked for changes
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
@@ -129,6 +132,7 @@ pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &s
             keepalive_interval: args.keepalive_interval,
             max_streams_per_connection: args.max_streams_per_connection.max(1),
             max_connections_per_peer: args.max_connections_per_peer.max(1),
+            max_connections: args.max_connections.max(1),
             ..defaults
         },
         reload_interval: args.reload_interval,

@@ -57,6 +57,7 @@ impl Drop for RequestGuard {
 #[derive(Debug)]
 pub struct Registry {
     max_per_peer: usize,
+    max_total: usize,
     epoch: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
@@ -78,9 +79,10 @@ impl Drop for Registration {
 }
 
 impl Registry {
-    pub fn new(max_per_peer: usize) -> Arc<Registry> {
+    pub fn new(max_per_peer: usize, max_total: usize) -> Arc<Registry> {
         Arc::new(Registry {
             max_per_peer: max_per_peer.max(1),
+            max_total: max_total.max(1),
             epoch: Instant::now(),
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
@@ -89,14 +91,18 @@ impl Registry {
     }
 
     /// Registers a new connection from `peer`. A peer at its maximum makes room by closing its
-    /// own longest-idle connection; `None` when all of them are busy.
+    /// own longest-idle connection, and so does the whole listener at its maximum; `None` when
+    /// every connection that could make room is busy.
     pub fn register(self: &Arc<Self>, peer: IpAddr) -> Option<Registration> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let peers: Vec<&Arc<Connection>> = open.values().filter(|c| c.peer == peer).collect();
-        if peers.len() >= self.max_per_peer {
-            let longest_idle = peers.iter().filter_map(|c| c.idle_for().map(|d| (d, c))).max_by_key(|(d, _)| *d);
-            let (_, connection) = longest_idle?;
-            connection.close.notify_one();
+        let make_room = |candidates: &mut dyn Iterator<Item = &Arc<Connection>>| {
+            let longest_idle = candidates.filter_map(|c| c.idle_for().map(|d| (d, c))).max_by_key(|(d, _)| *d);
+            longest_idle.map(|(_, connection)| connection.close.notify_one())
+        };
+        if open.values().filter(|c| c.peer == peer).count() >= self.max_per_peer {
+            make_room(&mut open.values().filter(|c| c.peer == peer))?;
+        } else if open.len() >= self.max_total {
+            make_room(&mut open.values())?;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection {
@@ -154,21 +160,22 @@ mod tests {
 
     #[test]
     fn peers_are_limited_and_idle_connections_close_oldest_first() {
-        let registry = Registry::new(2);
-        let peer: IpAddr = "10.1.1.1".parse().unwrap();
-        let first = registry.register(peer).unwrap();
-        let second = registry.register(peer).unwrap();
-        let busy_first = first.connection.request();
-        let busy_second = second.connection.request();
-        assert!(registry.register(peer).is_none(), "a third connection from a busy peer is refused");
+        let registry = Registry::new(2, 3);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) =
+            ("10.1.1.1".parse().unwrap(), "10.1.1.2".parse().unwrap(), "10.1.1.3".parse().unwrap());
+        let first = registry.register(a).unwrap();
+        let second = registry.register(a).unwrap();
+        let third = registry.register(b).unwrap();
+        let busy = [first.connection.request(), second.connection.request(), third.connection.request()];
+        assert!(registry.register(a).is_none(), "a busy peer at its maximum is refused");
+        assert!(registry.register(c).is_none(), "a listener at its maximum, every connection busy, refuses");
+        let [busy_first, busy_second, busy_third] = busy;
         drop(busy_first);
-        assert!(registry.register(peer).is_some(), "a peer at its maximum makes room by closing an idle one");
-        assert!(registry.register("10.1.1.2".parse().unwrap()).is_some());
-        drop(busy_second);
-        let busy = second.connection.request();
         assert_eq!(second.connection.idle_for(), None);
+        assert!(registry.register(c).is_some(), "at the maximum, an idle connection makes room");
+        assert!(registry.register(a).is_some(), "a peer at its maximum makes room by closing its idle one");
         assert_eq!(registry.close_oldest_idle(5), 1, "only idle connections are asked to close");
-        drop(busy);
+        drop((busy_second, busy_third));
         assert!(second.connection.idle_for().is_some());
     }
 }

@@ -22,6 +22,8 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     pub max_streams_per_connection: u32,
     pub max_connections_per_peer: usize,
+    /// Connections the listener holds open, so their buffers stay within the memory limit.
+    pub max_connections: usize,
 }
 
 /// Memory an admission holds per byte of its body: the body, its decoded JSON and the answer.
@@ -42,6 +44,7 @@ impl Limits {
             keepalive_interval: Duration::from_secs(20),
             max_streams_per_connection: 250,
             max_connections_per_peer: 256,
+            max_connections: 1024,
         }
     }
 }

@@ -244,7 +244,7 @@ pub async fn serve_admission(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let limits = server.limits.clone();
-    let registry = Registry::new(limits.max_connections_per_peer);
+    let registry = Registry::new(limits.max_connections_per_peer, limits.max_connections);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Reviews arrive in a few large reads; a small per-connection buffer keeps what hundreds of
     // connections hold in bounds (headers past it get 431).
@@ -282,7 +282,7 @@ pub async fn serve_admission(
         // answer back for the peer's delayed ACK.
         let _ = stream.set_nodelay(true);
         let Some(registration) = registry.register(peer.ip()) else {
-            server.handler.metrics.reject("connections_per_peer");
+            server.handler.metrics.reject("connections");
             continue;
         };
         let acceptor = acceptor.clone();

@@ -235,3 +235,38 @@ async fn large_bodies_held_at_once_stay_within_the_memory_budget() {
     let after = webhook.rss();
     assert!(after < peak / 2, "RSS {} MiB after the bodies were released (peak {} MiB)", after >> 20, peak >> 20);
 }
+
+/// A TLS connection to the webhook that has written `request` and waits for the answer; returns
+/// what came back and how long it took.
+fn written_and_answered(webhook: &WebhookProcess, request: &str) -> (String, Duration) {
+    let connection =
+        rustls::ClientConnection::new(client_config(webhook, b"http/1.1"), "127.0.0.1".try_into().unwrap()).unwrap();
+    let socket = std::net::TcpStream::connect(("127.0.0.1", webhook.port)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_misses_its_deadline_and_headers_that_never_end_are_dropped() {
+    let webhook = WebhookProcess::start(WebhookOptions {
+        extra_args: vec!["--header-read-timeout".into(), "500ms".into()],
+        ..WebhookOptions::default()
+    });
+    // The body's deadline is the apiserver's `timeout`.
+    let (answer, waited) = written_and_answered(
+        &webhook,
+        "POST /?timeout=1s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(5), "answered after {waited:?}");
+    assert_eq!(webhook.metric("proxy_injector_requests_rejected_total{reason=\"body_deadline\"}"), 1.0);
+    // Headers that never end: the connection is closed after the header-read timeout.
+    let (_, waited) = written_and_answered(&webhook, "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(5), "closed after {waited:?}");
+}
