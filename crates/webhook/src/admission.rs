@@ -112,51 +112,42 @@ impl Answer {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    message: &'a str,
-}
-
-/// The AdmissionReview response body.
+/// The AdmissionReview response body, written directly: the base64 patch, most of the answer,
+/// needs no JSON escaping, so it is encoded straight into the output instead of being
+/// serialized as a string (which scans it byte by byte).
 pub fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
-    let patch = answer.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let review = ReviewOut {
-        api_version,
-        kind: "AdmissionReview",
-        response: ResponseOut {
-            uid,
-            allowed: answer.allowed,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: &answer.warnings,
-            status: answer.status.as_ref().map(|(code, message)| StatusOut { code: *code, message }),
-        },
-    };
-    serde_json::to_vec(&review).expect("a review of strings always serializes")
+    let patch_len = answer.patch.as_ref().map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let mut out = Vec::with_capacity(160 + api_version.len() + uid.len() + patch_len);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    write_json(&mut out, api_version);
+    out.extend_from_slice(b",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
+    write_json(&mut out, uid);
+    out.extend_from_slice(if answer.allowed { b",\"allowed\":true" } else { b",\"allowed\":false" });
+    if let Some(patch) = &answer.patch {
+        out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .expect("the buffer has the encoded length");
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    if !answer.warnings.is_empty() {
+        out.extend_from_slice(b",\"warnings\":");
+        write_json(&mut out, &answer.warnings);
+    }
+    if let Some((code, message)) = &answer.status {
+        out.extend_from_slice(format!(",\"status\":{{\"code\":{code},\"message\":").as_bytes());
+        write_json(&mut out, message);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("strings always serialize");
 }
 
 #[cfg(test)]
