@@ -270,3 +270,27 @@ async fn a_body_that_misses_its_deadline_and_headers_that_never_end_are_dropped(
     let (_, waited) = written_and_answered(&webhook, "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(5), "closed after {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_http2_peer_is_dropped_after_unanswered_keepalive_pings() {
+    let webhook = WebhookProcess::start(WebhookOptions {
+        extra_args: vec!["--keepalive-interval".into(), "500ms".into(), "--idle-timeout".into(), "60s".into()],
+        ..WebhookOptions::default()
+    });
+    let connector = tokio_rustls::TlsConnector::from(client_config(&webhook, b"h2"));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", webhook.port)).await.unwrap();
+    let tls = connector.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    let mut connection = Box::pin(connection);
+    // A request whose body stalls keeps the connection from being idle for a minute.
+    let request = http::Request::post("https://127.0.0.1/?timeout=30s").body(()).unwrap();
+    let mut ready = send.ready().await.unwrap();
+    let (_response, mut stream) = ready.send_request(request, false).unwrap();
+    stream.send_data(bytes::Bytes::from_static(b"{"), false).unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    // The peer goes dead: its connection is no longer polled, so no ping is answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Resumed, the connection ends at once: the webhook has closed it.
+    let ended = tokio::time::timeout(Duration::from_secs(2), &mut connection).await;
+    assert!(ended.is_ok(), "the webhook kept a peer that answered no ping for 3 s");
+}
