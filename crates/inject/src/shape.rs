@@ -32,21 +32,25 @@ pub fn check(object: &Value, kind_override: Option<&str>) -> Result<(), ShapeErr
     let Some(top) = expect_map(object, &root, "a mapping")? else { return Ok(()) };
     metadata(top.get("metadata"), &root.key("metadata"))?;
     let Some(pointer) = kind.template_pointer() else { return Ok(()) };
-    // Walk down to the template, checking every mapping on the way.
-    let mut node = top;
-    let mut path = root;
-    for segment in pointer.split('/').filter(|s| !s.is_empty()) {
-        path = path.key(segment);
-        match expect_map(node.get(segment).unwrap_or(&Value::Null), &path, "a mapping")? {
-            Some(next) => node = next,
-            None => return Ok(()),
-        }
+    let segments: Vec<&str> = pointer.split('/').filter(|s| !s.is_empty()).collect();
+    template(top, &segments, &root, kind)
+}
+
+/// Walks down to the template, checking every mapping on the way, then the template itself.
+fn template(node: &Map<String, Value>, segments: &[&str], path: &Path<'_>, kind: Kind) -> Result<(), ShapeError> {
+    if let Some((segment, rest)) = segments.split_first() {
+        let here = path.key(segment);
+        return match expect_map(node.get(*segment).unwrap_or(&Value::Null), &here, "a mapping")? {
+            Some(next) => template(next, rest, &here, kind),
+            None => Ok(()),
+        };
     }
     if kind != Kind::Pod {
         metadata(node.get("metadata"), &path.key("metadata"))?;
     }
-    if let Some(spec) = expect_map(node.get("spec").unwrap_or(&Value::Null), &path.key("spec"), "a mapping")? {
-        pod_spec(spec, &path.key("spec"))?;
+    let spec_path = path.key("spec");
+    if let Some(spec) = expect_map(node.get("spec").unwrap_or(&Value::Null), &spec_path, "a mapping")? {
+        pod_spec(spec, &spec_path)?;
     }
     Ok(())
 }
@@ -79,24 +83,53 @@ pub fn stringify_metadata_scalars(object: &mut Value, kind_override: Option<&str
     converted
 }
 
-#[derive(Clone)]
-struct Path(String);
+/// Where a field sits, as a chain of borrowed segments on the stack: it costs nothing until an
+/// error has to name it.
+#[derive(Clone, Copy)]
+struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    segment: Segment<'a>,
+}
 
-impl Path {
-    fn root() -> Path {
-        Path(String::new())
+#[derive(Clone, Copy)]
+enum Segment<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Path<'a> {
+    fn root() -> Path<'static> {
+        Path { parent: None, segment: Segment::Root }
     }
 
-    fn key(&self, key: &str) -> Path {
-        if self.0.is_empty() { Path(key.to_string()) } else { Path(format!("{}.{key}", self.0)) }
+    fn key(&'a self, key: &'a str) -> Path<'a> {
+        Path { parent: Some(self), segment: Segment::Key(key) }
     }
 
-    fn index(&self, index: usize) -> Path {
-        Path(format!("{}[{index}]", self.0))
+    fn index(&'a self, index: usize) -> Path<'a> {
+        Path { parent: Some(self), segment: Segment::Index(index) }
+    }
+
+    fn render(&self, out: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.render(out);
+        }
+        match self.segment {
+            Segment::Root => {}
+            Segment::Key(key) if out.is_empty() => out.push_str(key),
+            Segment::Key(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Segment::Index(index) => out.push_str(&format!("[{index}]")),
+        }
     }
 
     fn error(&self, expected: &'static str, found: &Value) -> ShapeError {
-        ShapeError { path: self.0.clone(), expected, found: kind_of(found) }
+        let mut path = String::new();
+        self.render(&mut path);
+        ShapeError { path, expected, found: kind_of(found) }
     }
 }
 
