@@ -326,7 +326,7 @@ pub fn chart_values() -> Value {
 }
 
 /// Helm's merge of values documents: maps merge key by key, anything else replaces.
-fn merge_value(base: &mut Value, later: Value) {
+pub(crate) fn merge_value(base: &mut Value, later: Value) {
     match (base, later) {
         (Value::Object(base), Value::Object(later)) => {
             for (key, value) in later {

@@ -86,24 +86,8 @@ fn only(path: &[String], value: Value) -> Value {
 
 fn merged(base: &Value, overlay: Value) -> Value {
     let mut out = base.clone();
-    merge_into(&mut out, overlay);
+    crate::values::merge_value(&mut out, overlay);
     out
-}
-
-fn merge_into(base: &mut Value, overlay: Value) {
-    match (base, overlay) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) if existing.is_object() && v.is_object() => merge_into(existing, v),
-                    _ => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
 }
 
 #[test]
