@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         "fuzz" => fuzz::run(&std::env::args().skip(2).collect::<Vec<_>>()),
         "tools" => {
             println!("kube-apiserver: {}", tools::kube_apiserver()?.display());
+            println!("kube-controller-manager: {}", tools::kube_controller_manager()?.display());
             println!("etcd: {}", tools::etcd()?.display());
             println!("helm: {}", tools::helm()?.display());
             Ok(())

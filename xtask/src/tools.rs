@@ -1,7 +1,8 @@
-//! The test infrastructure's binaries: kube-apiserver, etcd and helm, built from the Go module proxy
-//! with the machine's `go` and cached under `~/.cache/proxy-injector/<tool>-<version>/`, built
-//! only when missing. `KUBE_APISERVER_BIN` / `ETCD_BIN`, or `KUBEBUILDER_ASSETS`, use existing
-//! binaries instead.
+//! The test infrastructure's binaries: kube-apiserver, kube-controller-manager, etcd and helm,
+//! built from the Go module proxy with the machine's `go` and cached under
+//! `~/.cache/proxy-injector/<tool>-<version>/`, built only when missing. `KUBE_APISERVER_BIN` /
+//! `KUBE_CONTROLLER_MANAGER_BIN` / `ETCD_BIN`, or `KUBEBUILDER_ASSETS`, use existing binaries
+//! instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,14 +58,25 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
 
 /// The kube-apiserver binary, built if needed.
 pub fn kube_apiserver() -> anyhow::Result<PathBuf> {
-    if let Some(path) = given("KUBE_APISERVER_BIN", "kube-apiserver")? {
+    kubernetes_command("KUBE_APISERVER_BIN", "kube-apiserver")
+}
+
+/// The kube-controller-manager binary of the same release, built if needed: it makes Deployments,
+/// ReplicaSets, StatefulSets, DaemonSets, Jobs and CronJobs create their pods for real.
+pub fn kube_controller_manager() -> anyhow::Result<PathBuf> {
+    kubernetes_command("KUBE_CONTROLLER_MANAGER_BIN", "kube-controller-manager")
+}
+
+/// A command of k8s.io/kubernetes (`cmd/<name>`) at [`KUBERNETES_VERSION`].
+fn kubernetes_command(variable: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given(variable, name)? {
         return Ok(path);
     }
     let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or("0");
     // Staging modules are versioned v0.<minor>.<patch> alongside Kubernetes 1.<minor>.<patch>.
     let staging = format!("v0.{}", KUBERNETES_VERSION.split_once('.').map_or("", |(_, rest)| rest));
     let mut go_mod = format!(
-        "module example.local/kube-apiserver\n\ngo 1.26\n\nrequire k8s.io/kubernetes v{KUBERNETES_VERSION}\n\nreplace (\n"
+        "module example.local/{name}\n\ngo 1.26\n\nrequire k8s.io/kubernetes v{KUBERNETES_VERSION}\n\nreplace (\n"
     );
     for module in STAGING_MODULES {
         go_mod.push_str(&format!("\tk8s.io/{module} => k8s.io/{module} {staging}\n"));
@@ -74,11 +86,11 @@ pub fn kube_apiserver() -> anyhow::Result<PathBuf> {
         "-s -w -X k8s.io/component-base/version.gitVersion=v{KUBERNETES_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor={minor}"
     );
     cached_go_build(
-        &format!("kube-apiserver-v{KUBERNETES_VERSION}"),
-        "kube-apiserver",
+        &format!("{name}-v{KUBERNETES_VERSION}"),
+        name,
         &go_mod,
-        &format!("k8s.io/kubernetes/cmd/kube-apiserver@v{KUBERNETES_VERSION}"),
-        "k8s.io/kubernetes/cmd/kube-apiserver",
+        &format!("k8s.io/kubernetes/cmd/{name}@v{KUBERNETES_VERSION}"),
+        &format!("k8s.io/kubernetes/cmd/{name}"),
         &ldflags,
     )
 }

@@ -303,6 +303,11 @@ impl Quantity {
         Some(Quantity { mantissa, exponent, binary_factor })
     }
 
+    /// The quantity in base units, for comparisons (bounds), where rounding does not matter.
+    pub fn approximate(&self) -> f64 {
+        self.mantissa as f64 * self.binary_factor as f64 * 10f64.powi(self.exponent)
+    }
+
     /// The quantity rounded up to whole units (CPU cores), as the reference's `ToWholeCPUCores`.
     pub fn ceil_whole(&self) -> Option<i64> {
         let scaled = self.mantissa.checked_mul(self.binary_factor)?;

@@ -41,6 +41,35 @@ pub struct RenderInput<'a> {
     pub close_wait_timeout_secs: u64,
 }
 
+/// The images an injected pod runs, as rendered; governance checks them before they run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Images {
+    pub proxy: String,
+    /// linkerd-init, or the network validator in CNI mode.
+    pub init: String,
+    /// Only when the debug sidecar is enabled.
+    pub debug: Option<String>,
+}
+
+impl Images {
+    pub fn of(values: &Values, config: &ProxyConfig) -> Images {
+        let proxy = format!("{}:{}", config.proxy_image.value, config.proxy_version.value);
+        let own = &values.proxy_init.image;
+        let init = if own.name.is_empty() || values.cni_enabled {
+            proxy.clone()
+        } else {
+            let version = if own.version.is_empty() { env!("CARGO_PKG_VERSION") } else { &own.version };
+            format!("{}:{version}", own.name)
+        };
+        let debug = config.debug_sidecar.value.then(|| debug_image(config));
+        Images { proxy, init, debug }
+    }
+}
+
+fn debug_image(config: &ProxyConfig) -> String {
+    format!("{}:{}", config.debug_image.value, config.debug_image_version.value)
+}
+
 impl RenderInput<'_> {
     fn image(&self) -> String {
         format!("{}:{}", self.config.proxy_image.value, self.config.proxy_version.value)
@@ -545,12 +574,12 @@ pub fn init_container(input: &RenderInput<'_>) -> Value {
     mounts.extend(input.copied_service_account_mount());
 
     let own = &init.image;
-    let (command, image, pull_policy) = if own.name.is_empty() {
-        (json!(["/usr/lib/linkerd/linkerd2-proxy-init"]), input.image(), c.image_pull_policy.value.clone())
+    let image = Images::of(input.values, c).init;
+    let (command, pull_policy) = if own.name.is_empty() {
+        (json!(["/usr/lib/linkerd/linkerd2-proxy-init"]), c.image_pull_policy.value.clone())
     } else {
-        let version = if own.version.is_empty() { env!("CARGO_PKG_VERSION") } else { &own.version };
         let pull = if own.pull_policy.is_empty() { c.image_pull_policy.value.clone() } else { own.pull_policy.clone() };
-        (json!([OWN_BINARY, "proxy-init"]), format!("{}:{version}", own.name), pull)
+        (json!([OWN_BINARY, "proxy-init"]), pull)
     };
     let mut container = Map::new();
     container.insert("args".into(), json!(args));
@@ -605,7 +634,7 @@ pub fn network_validator(input: &RenderInput<'_>) -> Value {
 pub fn debug_container(input: &RenderInput<'_>) -> Value {
     let c = input.config;
     json!({
-        "image": format!("{}:{}", c.debug_image.value, c.debug_image_version.value),
+        "image": debug_image(c),
         "imagePullPolicy": c.debug_image_pull_policy.value,
         "livenessProbe": {"exec": {"command": ["true"]}},
         "name": DEBUG_CONTAINER,

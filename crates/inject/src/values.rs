@@ -244,6 +244,8 @@ pub struct DebugContainerValues {
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyInjectorValues {
     pub timeout_seconds: i64,
+    /// Our governance extension, read by the `governance` crate (which owns its schema).
+    pub policy: Value,
 }
 
 /// Helm values often write port lists and quantities as bare numbers (`opaquePorts: 3306`,
@@ -326,7 +328,7 @@ pub fn chart_values() -> Value {
 }
 
 /// Helm's merge of values documents: maps merge key by key, anything else replaces.
-pub(crate) fn merge_value(base: &mut Value, later: Value) {
+pub fn merge_value(base: &mut Value, later: Value) {
     match (base, later) {
         (Value::Object(base), Value::Object(later)) => {
             for (key, value) in later {
