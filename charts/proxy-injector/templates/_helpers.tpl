@@ -54,6 +54,8 @@ labels:
 {{- define "injector.registration" -}}
 {{- $tls := .tls -}}
 {{- $root := .root -}}
+{{- $injectorValues := $root.Values.proxyInjector | default dict -}}
+{{- $meshRequired := (($injectorValues.policy | default dict).meshRequired | default dict).mode | default "off" | toString -}}
 apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration
 metadata:
@@ -74,36 +76,17 @@ webhooks:
       operator: In
       values: ["never"]
     {{- else }}
-    - key: config.linkerd.io/admission-webhooks
-      operator: NotIn
-      values: ["disabled"]
-    - key: kubernetes.io/metadata.name
-      operator: NotIn
-      values: ["kube-system", "cert-manager"]
+    {{- include "injector.namespaceExpressions" . | nindent 4 }}
     {{- end }}
-  objectSelector:
-    matchExpressions:
-    - key: linkerd.io/control-plane-component
-      operator: DoesNotExist
-    - key: linkerd.io/cni-resource
-      operator: DoesNotExist
+  {{- include "injector.objectSelector" . | nindent 2 }}
   matchConditions:
   - name: not-already-injected
     expression: "object.kind != 'Pod' || !(object.spec.containers.exists(c, c.name == 'linkerd-proxy') || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == 'linkerd-proxy')))"
+  {{- if not (has $meshRequired (list "audit" "enforce")) }}
   - name: not-opted-out
     expression: "object.kind != 'Pod' || !has(object.metadata.annotations) || !('linkerd.io/inject' in object.metadata.annotations) || object.metadata.annotations['linkerd.io/inject'] != 'disabled'"
-  clientConfig:
-    {{- if $root.Values.injector.webhookUrl }}
-    url: {{ $root.Values.injector.webhookUrl }}
-    {{- else }}
-    service:
-      name: proxy-injector
-      namespace: {{ $root.Release.Namespace }}
-      path: /
-    {{- end }}
-    {{- if $tls }}
-    caBundle: {{ $tls.ca }}
-    {{- end }}
+  {{- end }}
+  {{- include "injector.clientConfig" . | nindent 2 }}
   failurePolicy: {{ if include "injector.deny" $root }}Fail{{ else }}Ignore{{ end }}
   admissionReviewVersions: ["v1", "v1beta1"]
   rules:
@@ -113,6 +96,76 @@ webhooks:
     resources: ["pods", "services"]
     scope: Namespaced
   sideEffects: NoneOnDryRun
-  timeoutSeconds: {{ ($root.Values.proxyInjector | default dict).timeoutSeconds | default 10 | int | max 1 | min 30 }}
+  timeoutSeconds: {{ $injectorValues.timeoutSeconds | default 10 | int | max 1 | min 30 }}
   reinvocationPolicy: IfNeeded
+{{- if not .retired }}
+{{- /* Advice at apply time: never mutates, always fails open, short timeout (also with ha). */}}
+- name: advice.proxy-injector.linkerd.io
+  namespaceSelector:
+    matchExpressions:
+    {{- include "injector.namespaceExpressions" . | nindent 4 }}
+  {{- include "injector.objectSelector" . | nindent 2 }}
+  {{- include "injector.clientConfig" . | nindent 2 }}
+  failurePolicy: Ignore
+  admissionReviewVersions: ["v1", "v1beta1"]
+  rules:
+  - operations: ["CREATE", "UPDATE"]
+    apiGroups: ["apps"]
+    apiVersions: ["v1"]
+    resources: ["deployments", "statefulsets", "daemonsets", "replicasets"]
+    scope: Namespaced
+  - operations: ["CREATE", "UPDATE"]
+    apiGroups: ["batch"]
+    apiVersions: ["v1"]
+    resources: ["jobs", "cronjobs"]
+    scope: Namespaced
+  - operations: ["UPDATE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["services"]
+    scope: Namespaced
+  - operations: ["CREATE", "UPDATE"]
+    apiGroups: [""]
+    apiVersions: ["v1"]
+    resources: ["namespaces"]
+    scope: Cluster
+  sideEffects: None
+  timeoutSeconds: 2
+  reinvocationPolicy: Never
+{{- end }}
+{{- end -}}
+
+{{- define "injector.namespaceExpressions" -}}
+- key: config.linkerd.io/admission-webhooks
+  operator: NotIn
+  values: ["disabled"]
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values: ["kube-system", "cert-manager"]
+{{- end -}}
+
+{{- define "injector.objectSelector" -}}
+objectSelector:
+  matchExpressions:
+  - key: linkerd.io/control-plane-component
+    operator: DoesNotExist
+  - key: linkerd.io/cni-resource
+    operator: DoesNotExist
+{{- end -}}
+
+{{- define "injector.clientConfig" -}}
+{{- $tls := .tls -}}
+{{- $root := .root -}}
+clientConfig:
+  {{- if $root.Values.injector.webhookUrl }}
+  url: {{ $root.Values.injector.webhookUrl }}
+  {{- else }}
+  service:
+    name: proxy-injector
+    namespace: {{ $root.Release.Namespace }}
+    path: /
+  {{- end }}
+  {{- if $tls }}
+  caBundle: {{ $tls.ca }}
+  {{- end }}
 {{- end -}}

@@ -23,7 +23,8 @@ pub struct Surroundings<'a> {
 
 const CONFIG_PREFIXES: [&str; 3] = ["config.linkerd.io/", "config.alpha.linkerd.io/", "config.beta.linkerd.io/"];
 
-fn is_injection_key(k: &str) -> bool {
+/// `linkerd.io/inject` and the `config.*linkerd.io/*` settings: what injection reads.
+pub fn is_injection_key(k: &str) -> bool {
     k == key::INJECT || CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
 }
 

@@ -227,7 +227,9 @@ impl Policy {
         let mut found = Vec::new();
         self.review_mesh_required(subject, &mut found);
         if let Some(config) = subject.outcome.config.as_ref().filter(|_| subject.outcome.injectable) {
-            self.review_images(&Images::of(subject.values, config), &mut found);
+            if self.images.mode != Mode::Off {
+                self.review_images(&Images::of(subject.values, config), &mut found);
+            }
             self.review_resources(config, &mut found);
             self.review_overrides(subject, &mut found);
         }
@@ -255,14 +257,10 @@ impl Policy {
 
     fn review_images(&self, images: &Images, found: &mut Vec<Violation>) {
         let rule = &self.images;
-        if rule.mode == Mode::Off {
-            return;
-        }
-        let named = [
-            ("linkerd-proxy", Some(&images.proxy)),
-            ("linkerd-init", Some(&images.init)),
-            ("linkerd-debug", images.debug.as_ref()),
-        ];
+        // linkerd-init runs the proxy image unless our own init image is configured: name it once.
+        let init = Some(&images.init).filter(|init| **init != images.proxy);
+        let named =
+            [("linkerd-proxy", Some(&images.proxy)), ("linkerd-init", init), ("linkerd-debug", images.debug.as_ref())];
         for (container, image) in named.into_iter().filter_map(|(c, i)| Some((c, i?))) {
             if !rule.allowed_repositories.is_empty() && !rule.allowed_repositories.iter().any(|r| within(image, r)) {
                 found.push(Violation {

@@ -1,6 +1,7 @@
 //! The few cluster reads the command line makes: the control plane's `linkerd-config` values and
 //! a namespace's annotations.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,12 +72,14 @@ impl ClusterArgs {
         .with_context(|| format!("cannot read the Linkerd configuration from the cluster; {hint}"))
     }
 
-    pub fn namespace_annotations(&self, name: &str) -> anyhow::Result<Map<String, Value>> {
+    /// A namespace's annotations (as JSON strings, as the engine reads them) and labels.
+    pub fn namespace(&self, name: &str) -> anyhow::Result<(Map<String, Value>, BTreeMap<String, String>)> {
         block_on(async {
             let client = self.client().await?;
             let namespace = kube::Api::<Namespace>::all(client).get(name).await?;
             let annotations = namespace.metadata.annotations.unwrap_or_default();
-            Ok(annotations.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+            let annotations = annotations.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            Ok((annotations, namespace.metadata.labels.unwrap_or_default()))
         })
         .with_context(|| format!("cannot read namespace {name:?} from the cluster"))
     }

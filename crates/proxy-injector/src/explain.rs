@@ -2,11 +2,13 @@
 //! setting comes. With a namespace it answers as the webhook would for the pods the workload
 //! creates.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use governance::{Policy, Subject, Violation};
 use inject::config::AnnotationSet;
 use inject::uninject::{Purpose, uninject};
 use inject::workload::{Kind, Workload};
@@ -47,15 +49,18 @@ pub enum ExplainFormat {
 struct NamespaceView {
     name: String,
     annotations: Map<String, Value>,
+    labels: BTreeMap<String, String>,
 }
 
 pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<()> {
     let inputs = input::read_all(&args.inputs)?;
     let injector = args.config.injector(cluster, control_plane_ns)?;
+    let policy = Policy::from_values(&injector.values().values)?;
     let namespace = match (&args.namespace_file, &args.namespace) {
         (Some(path), _) => Some(namespace_from_file(path)?),
         (None, Some(name)) => {
-            Some(NamespaceView { name: name.clone(), annotations: cluster.namespace_annotations(name)? })
+            let (annotations, labels) = cluster.namespace(name)?;
+            Some(NamespaceView { name: name.clone(), annotations, labels })
         }
         (None, None) => None,
     };
@@ -68,7 +73,7 @@ pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) ->
                 _ => vec![document.value.clone()],
             };
             for object in objects {
-                let explained = explain(&injector, &object, namespace.as_ref());
+                let explained = explain(&injector, &policy, &object, namespace.as_ref());
                 reports.push(json!({
                     "input": input.name,
                     "document": document.index,
@@ -76,7 +81,7 @@ pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) ->
                     "kind": object.get("kind").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase(),
                     "name": object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""),
                     "result": match explained {
-                        Ok(outcome) => outcome_json(&outcome, args.patch),
+                        Ok((outcome, violations)) => outcome_json(&outcome, &violations, args.patch),
                         Err(error) => json!({"error": error}),
                     },
                 }));
@@ -98,13 +103,35 @@ fn namespace_from_file(path: &PathBuf) -> anyhow::Result<NamespaceView> {
         .map(|d| d.value)
         .find(|v| v.get("kind").and_then(Value::as_str) == Some("Namespace"))
         .with_context(|| format!("{}: no Namespace document", path.display()))?;
+    let labels = namespace.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten();
     Ok(NamespaceView {
         name: namespace.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string(),
         annotations: namespace.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default(),
+        labels: labels.filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect(),
     })
 }
 
-fn explain(injector: &Injector, object: &Value, namespace: Option<&NamespaceView>) -> Result<Outcome, String> {
+/// The outcome, and the governance rules the object breaks (the namespace's labels decide the
+/// namespace-selected rules; without a namespace they are not known).
+fn explain(
+    injector: &Injector,
+    policy: &Policy,
+    object: &Value,
+    namespace: Option<&NamespaceView>,
+) -> Result<(Outcome, Vec<Violation>), String> {
+    let outcome = evaluate(injector, object, namespace)?;
+    let workload = Workload::new(object, None);
+    let subject = Subject {
+        outcome: &outcome,
+        values: &injector.values().values,
+        annotations: workload.template.and_then(|t| t.annotations()),
+        namespace: namespace.map(|n| governance::Namespace { name: &n.name, labels: &n.labels }),
+    };
+    let violations = policy.review(&subject);
+    Ok((outcome, violations))
+}
+
+fn evaluate(injector: &Injector, object: &Value, namespace: Option<&NamespaceView>) -> Result<Outcome, String> {
     // As `inject` reads it: YAML scalars in metadata are strings, and the shape is checked before
     // uninjection touches anything.
     let mut object = object.clone();
@@ -136,7 +163,7 @@ fn explain(injector: &Injector, object: &Value, namespace: Option<&NamespaceView
     injector.evaluate(&Request { object: &pod, kind: None, origin }).map_err(|e| e.to_string())
 }
 
-fn outcome_json(outcome: &Outcome, with_patch: bool) -> Value {
+fn outcome_json(outcome: &Outcome, violations: &[Violation], with_patch: bool) -> Value {
     let reasons: Vec<Value> = outcome.reasons.iter().map(|r| json!({"code": r.code(), "text": r.text()})).collect();
     let configuration: Vec<Value> = outcome
         .config
@@ -156,6 +183,8 @@ fn outcome_json(outcome: &Outcome, with_patch: bool) -> Value {
         "annotations": outcome.written_annotations.iter()
             .map(|(k, v, s)| json!({"key": k, "value": v, "source": s.as_str()})).collect::<Vec<_>>(),
         "configuration": configuration,
+        "policy": violations.iter().map(|v| json!({"rule": v.rule.as_str(), "mode": v.mode.as_str(),
+            "problem": v.problem, "remedy": v.remedy})).collect::<Vec<_>>(),
     });
     if with_patch {
         result["patch"] = serde_json::to_value(&outcome.patch).unwrap_or(Value::Null);
@@ -196,6 +225,16 @@ fn table(reports: &[Value]) -> String {
         }
         for warning in result["warnings"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "  warning: {}", text(warning));
+        }
+        for broken in result["policy"].as_array().into_iter().flatten() {
+            let (rule, mode) = (text(&broken["rule"]), text(&broken["mode"]));
+            let verdict = if mode == "enforce" { "denied" } else { "audited" };
+            let _ = writeln!(
+                out,
+                "  policy: {verdict} by rule {rule}: {}; to comply, {}",
+                text(&broken["problem"]),
+                text(&broken["remedy"])
+            );
         }
         if result["udp"] == true {
             let _ = writeln!(out, "  warning: the pod declares UDP ports; UDP traffic is not proxied");

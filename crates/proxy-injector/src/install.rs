@@ -282,6 +282,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         ca_bundle: tls.as_ref().map(|t| t.ca.clone()),
         error_policy,
         timeout_seconds: u32::try_from(v.proxy_injector.timeout_seconds.clamp(1, 30)).unwrap_or(10),
+        sees_opted_out_pods: governance::Policy::from_values(v)?.needs_opted_out_pods(),
     };
     let mut configuration = registration.render();
     if args.cert_manager {
@@ -293,6 +294,10 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         // receiving pods; apply with --force-conflicts where Helm owns it.
         let mut retired = configuration.clone();
         retired["metadata"]["name"] = json!(webhook::registration::LINKERD_CONFIGURATION_NAME);
+        // Only the pod entry: advice comes from this injector's own registration.
+        if let Some(webhooks) = retired["webhooks"].as_array_mut() {
+            webhooks.truncate(1);
+        }
         retired["webhooks"][0]["namespaceSelector"] = json!({"matchExpressions": [{"key": "proxy-injector.linkerd.io/retired", "operator": "In", "values": ["never"]}]});
         objects.push(retired);
     }

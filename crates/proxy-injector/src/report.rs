@@ -26,7 +26,8 @@ pub struct Checks {
     automount_disabled: bool,
     supported: bool,
     warnings: Vec<Warning>,
-    /// What was read differently from how it was written (YAML scalars in metadata).
+    /// What else the report warns of: YAML scalars in metadata read differently from how they
+    /// were written, and audited governance rules the object breaks.
     notes: Vec<String>,
 }
 

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use governance::{Mode, Policy, Subject, Violation};
 use inject::config::AnnotationSet;
 use inject::uninject::{Purpose, uninject};
+use inject::workload::Workload;
 use inject::{Action, Injector, Origin, Request};
 use manifest::{Document, Format};
 use serde_json::Value;
@@ -201,10 +203,12 @@ pub fn inject(args: &InjectArgs, cluster: &ClusterArgs, control_plane_ns: &str, 
     let inputs = input::read_all(&args.inputs)?;
     let injector = args.config.injector(cluster, control_plane_ns)?;
     let overrides = crate::flags::overrides(&args.proxy, injector.values())?;
+    let policy = Policy::from_values(&injector.values().values)?;
+    let context = InjectContext { injector: &injector, policy: &policy, overrides: &overrides, manual: args.manual };
     run_inputs(
         &inputs,
         args.output.into(),
-        |value| each_object(value, |object| inject_object(&injector, &overrides, args.manual, object)),
+        |value| each_object(value, |object| inject_object(&context, object)),
         |entries| report::inject_report(entries, verbose),
     )
 }
@@ -225,18 +229,35 @@ fn stringify_scalars(object: &mut Value) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Uninjects silently, then injects: re-running `inject` on its own output changes nothing.
-fn inject_object(
-    injector: &Injector,
-    overrides: &AnnotationSet,
+struct InjectContext<'a> {
+    injector: &'a Injector,
+    policy: &'a Policy,
+    overrides: &'a AnnotationSet,
     manual: bool,
-    object: &Value,
-) -> Result<Transformed, String> {
+}
+
+/// Uninjects silently, then injects: re-running `inject` on its own output changes nothing.
+/// An object breaking an enforced governance rule is refused, as the webhook would deny its pods.
+fn inject_object(context: &InjectContext<'_>, object: &Value) -> Result<Transformed, String> {
+    let injector = context.injector;
     let mut clean = object.clone();
-    let notes = stringify_scalars(&mut clean)?;
+    let mut notes = stringify_scalars(&mut clean)?;
     let uninjected = uninject(&mut clean, Purpose::BeforeInject) || !notes.is_empty();
-    let origin = Origin::Cli { manual, overrides };
+    let origin = Origin::Cli { manual: context.manual, overrides: context.overrides };
     let outcome = injector.evaluate(&Request { object: &clean, kind: None, origin }).map_err(|e| e.to_string())?;
+    let subject = Subject {
+        outcome: &outcome,
+        values: &injector.values().values,
+        annotations: Workload::new(&clean, None).template.and_then(|t| t.annotations()),
+        namespace: None,
+    };
+    let (enforced, audited): (Vec<Violation>, Vec<Violation>) =
+        context.policy.review(&subject).into_iter().partition(|v| v.mode == Mode::Enforce);
+    if !enforced.is_empty() {
+        let broken: Vec<String> = enforced.iter().map(ToString::to_string).collect();
+        return Err(format!("the webhook would deny its pods: {}", broken.join("; ")));
+    }
+    notes.extend(audited.iter().map(ToString::to_string));
     let (kind, name) = identity(object);
     let verdict = match (outcome.injectable, outcome.action) {
         (true, _) => "injected",

@@ -1,8 +1,12 @@
 //! One admission as the webhook computes it: the engine alone (decision + patch), and the whole
-//! of it (decoding the AdmissionReview body, the engine, encoding the answer).
+//! of it (decoding the AdmissionReview body, the engine, the governance rules, encoding the
+//! answer); then what governance and apply-time advice cost.
 //! Run: cargo bench -p proxy-injector-webhook --bench admission
 
+use std::collections::BTreeMap;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use governance::{Namespace, Policy, Subject, Surroundings, Violation};
 use inject::values::ValuesDocument;
 use inject::{Injector, Origin, Owner, Request};
 use serde_json::{Value, json};
@@ -62,21 +66,50 @@ fn review_body(object: &Value) -> Vec<u8> {
     .unwrap()
 }
 
-/// Decode, evaluate and encode, as the webhook's handler does for one request.
-fn admit(injector: &Injector, body: &[u8]) -> usize {
+/// Decode, evaluate, review and encode, as the webhook's handler does for one request.
+fn admit(injector: &Injector, policy: &Policy, body: &[u8]) -> usize {
     let review = webhook::admission::decode(body).unwrap();
     let request = &review.request;
     let object = request.object.as_ref().unwrap();
     let owner = Owner { kind: "deployment", name: "web" };
     let origin = Origin::Webhook { namespace: &request.namespace, namespace_annotations: None, owner: Some(owner) };
     let outcome = injector.evaluate(&Request { object, kind: Some(&request.kind.kind), origin }).unwrap();
-    let answer =
-        webhook::admission::Answer { allowed: true, patch: Some(outcome.patch.to_json()), ..Default::default() };
+    let violations = review_pod(injector, policy, object, &outcome);
+    let answer = webhook::admission::Answer {
+        allowed: true,
+        patch: Some(outcome.patch.to_json()),
+        warnings: violations.iter().map(ToString::to_string).collect(),
+        ..Default::default()
+    };
     webhook::admission::encode(&review.api_version, &request.uid, &answer).len()
+}
+
+fn review_pod(injector: &Injector, policy: &Policy, pod: &Value, outcome: &inject::Outcome) -> Vec<Violation> {
+    let labels = BTreeMap::from([("kubernetes.io/metadata.name".to_string(), "emojivoto".to_string())]);
+    let subject = Subject {
+        outcome,
+        values: &injector.values().values,
+        annotations: pod.pointer("/metadata/annotations").and_then(Value::as_object),
+        namespace: Some(Namespace { name: "emojivoto", labels: &labels }),
+    };
+    policy.review(&subject)
+}
+
+/// The chart's default (every rule off), or `examples/policy.yaml` (every rule on).
+fn policy(injector: &Injector, every_rule: bool) -> Policy {
+    if !every_rule {
+        return Policy::from_values(&injector.values().values).unwrap();
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policy.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let rules = manifest::parse_stream(&text).unwrap().remove(0).value;
+    let values = injector.values().clone().merge(rules).unwrap();
+    Policy::from_values(&values.values).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
     let injector = injector();
+    let default_policy = policy(&injector, false);
     let cases = [
         ("typical (2 containers, 10 env vars)", pod(vec![container("web", 10), container("sidecar", 0)])),
         ("1000 env vars", pod(vec![container("web", 1000)])),
@@ -96,7 +129,9 @@ fn bench(c: &mut Criterion) {
     for (name, object) in &cases {
         let body = review_body(object);
         whole.throughput(Throughput::Bytes(body.len() as u64));
-        whole.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| b.iter(|| admit(&injector, body)));
+        whole.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| admit(&injector, &default_policy, body))
+        });
     }
     whole.finish();
 
@@ -117,6 +152,25 @@ fn bench(c: &mut Criterion) {
     let outcome = injector.evaluate(&Request { object: typical, kind: None, origin }).unwrap();
     parts.bench_function("patch serialization", |b| b.iter(|| outcome.patch.to_json()));
     parts.finish();
+
+    let mut governance = c.benchmark_group("governance");
+    let every_rule = policy(&injector, true);
+    governance.bench_function("typical pod, every rule off (the default)", |b| {
+        b.iter(|| review_pod(&injector, &default_policy, typical, &outcome))
+    });
+    governance.bench_function("typical pod, every rule on", |b| {
+        b.iter(|| review_pod(&injector, &every_rule, typical, &outcome))
+    });
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "emojivoto"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": {"linkerd.io/inject": "enabled", "config.linkerd.io/proxy-cpu-limit": "lots"}},
+            "spec": {"containers": [container("web", 10), container("sidecar", 0)]}}}});
+    let labels = BTreeMap::new();
+    let around = Surroundings { namespace: "emojivoto", namespace_annotations: None, namespace_labels: Some(&labels) };
+    governance.bench_function("advice for a Deployment CREATE (every rule on)", |b| {
+        b.iter(|| governance::advise(&injector, &every_rule, &deployment, "Deployment", around))
+    });
+    governance.finish();
 }
 
 criterion_group!(benches, bench);

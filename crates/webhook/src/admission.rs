@@ -44,6 +44,9 @@ pub struct AdmissionRequest {
     /// Only the parts injection reads, see [`crate::object_view`].
     #[serde(default, deserialize_with = "crate::object_view::deserialize")]
     pub object: Option<Value>,
+    /// On UPDATE, the stored object, to tell an edit of what injection reads from other writes.
+    #[serde(default, deserialize_with = "crate::object_view::deserialize")]
+    pub old_object: Option<Value>,
 }
 
 /// A decoded review: the request, and the apiVersion to answer with.

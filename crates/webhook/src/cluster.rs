@@ -2,6 +2,7 @@
 //! ReplicaSets and Jobs kept in memory by metadata-only watches. Something missing from the cache
 //! (just created) is fetched live once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -30,6 +31,14 @@ pub struct ResolvedOwner {
     pub kind: String,
     pub name: String,
     pub reference: Option<ObjectReference>,
+}
+
+/// What injection and governance read of a namespace.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFacts {
+    /// As JSON strings, the form the engine reads annotations in.
+    pub annotations: Map<String, Value>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -83,8 +92,8 @@ impl Cluster {
         &self.client
     }
 
-    /// The namespace's annotations: from the cache, else one live read.
-    pub async fn namespace_annotations(&self, name: &str) -> Result<Map<String, Value>, ClusterError> {
+    /// The namespace's annotations and labels: from the cache, else one live read.
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceFacts, ClusterError> {
         let meta = match self.namespaces.get(&ObjectRef::new(name)) {
             Some(cached) => cached.metadata.clone(),
             None => {
@@ -96,7 +105,10 @@ impl Cluster {
                 }
             }
         };
-        Ok(meta.annotations.unwrap_or_default().into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+        Ok(NamespaceFacts {
+            annotations: meta.annotations.unwrap_or_default().into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+            labels: meta.labels.unwrap_or_default(),
+        })
     }
 
     /// Resolves a pod's owner: a ReplicaSet's Deployment (or other single controller), a Job's

@@ -1,15 +1,21 @@
 //! One admission: the engine's decision for the object, with the namespace and owner from the
-//! cluster caches, turned into an answer, metrics and an Event.
+//! cluster caches, checked against the governance rules, turned into an answer, metrics and an
+//! Event. Workloads, namespaces and Services applied by a person or a GitOps tool are never
+//! changed: they get advice as admission warnings.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use governance::{Mode, Namespace, Subject, Surroundings, Violation};
 use inject::decision::SkipReason;
-use inject::{Action, Injector, Origin, Outcome, Owner, Request};
+use inject::workload::Kind;
+use inject::{Action, Origin, Outcome, Owner, Request};
+use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Answer};
-use crate::cluster::{Cluster, EventSink, ResolvedOwner};
+use crate::cluster::{Cluster, EventSink, NamespaceFacts, ResolvedOwner};
 use crate::metrics::{Labels, Metrics, annotation_labels};
+use crate::reload::Loaded;
 
 /// What to answer when the webhook itself fails (configuration missing, namespace unreadable,
 /// deadline passed). The reference denies by accident; here it is chosen, and `install` renders
@@ -28,6 +34,10 @@ pub enum Decision {
     Inject,
     Skip,
     Error,
+    /// Denied by an enforced governance rule.
+    Deny,
+    /// A workload, namespace or Service reviewed at apply time.
+    Advise,
 }
 
 impl Decision {
@@ -36,6 +46,8 @@ impl Decision {
             Decision::Inject => "inject",
             Decision::Skip => "skip",
             Decision::Error => "error",
+            Decision::Deny => "deny",
+            Decision::Advise => "advise",
         }
     }
 }
@@ -48,12 +60,42 @@ pub struct Handled {
 }
 
 pub struct Handler {
-    pub injector: Arc<ArcSwapOption<Injector>>,
+    pub loaded: Arc<ArcSwapOption<Loaded>>,
     pub cluster: Cluster,
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
-    pub policy: ErrorPolicy,
+    pub on_error: ErrorPolicy,
     pub no_op: bool,
+}
+
+/// Kinds reviewed at apply time (the pods they create are injected later, by their own admission).
+fn advised(kind: &str) -> bool {
+    matches!(
+        Kind::parse(kind),
+        Some(
+            Kind::Deployment
+                | Kind::StatefulSet
+                | Kind::DaemonSet
+                | Kind::ReplicaSet
+                | Kind::ReplicationController
+                | Kind::Job
+                | Kind::CronJob
+                | Kind::Namespace
+                | Kind::Service
+        )
+    )
+}
+
+/// Whether an UPDATE changed anything injection reads: the spec, or an injection annotation.
+/// Controllers rewrite workloads all the time (revision annotations, status); they get no advice.
+fn changes_injection_inputs(old: Option<&Value>, new: &Value) -> bool {
+    let Some(old) = old else { return true };
+    old.get("spec") != new.get("spec") || injection_annotations(old) != injection_annotations(new)
+}
+
+fn injection_annotations(object: &Value) -> Vec<(&String, &Value)> {
+    let annotations = object.pointer("/metadata/annotations").and_then(Value::as_object);
+    annotations.into_iter().flatten().filter(|(k, _)| governance::advice::is_injection_key(k)).collect()
 }
 
 impl Handler {
@@ -65,21 +107,78 @@ impl Handler {
         let Some(object) = request.object.as_ref() else {
             return plain(Decision::Skip, Answer::allow());
         };
-        if !request.operation.is_empty() && request.operation != "CREATE" {
+        let kind = request.kind.kind.as_str();
+        let creating = request.operation.is_empty() || request.operation == "CREATE";
+        let updating = request.operation == "UPDATE";
+        let advising = advised(kind) && (creating || updating);
+        if !(creating || advising) {
             return plain(Decision::Skip, Answer::allow());
         }
-        let Some(injector) = self.injector.load_full() else {
+        if updating && !changes_injection_inputs(request.old_object.as_ref(), object) {
+            self.metrics.advised(kind, &request.operation, false);
+            return plain(Decision::Advise, Answer::allow());
+        }
+        let Some(loaded) = self.loaded.load_full() else {
+            if updating || kind != "Pod" && kind != "Service" {
+                return plain(Decision::Advise, Answer::allow());
+            }
             return self.failed("the injector has no valid configuration loaded (values and trust roots)".into(), None);
         };
-        let namespace_annotations = match self.cluster.namespace_annotations(&request.namespace).await {
-            Ok(annotations) => annotations,
-            Err(error) => return self.failed(error.to_string(), None),
+        let namespace = match kind {
+            // A Namespace's advice reads only the object itself.
+            "Namespace" => NamespaceFacts::default(),
+            _ => match self.cluster.namespace(&request.namespace).await {
+                Ok(namespace) => namespace,
+                Err(error) if updating || !matches!(kind, "Pod" | "Service") => {
+                    tracing::debug!(%error, "advice without the namespace");
+                    NamespaceFacts::default()
+                }
+                Err(error) => return self.failed(error.to_string(), None),
+            },
         };
+        let advice = if advising { self.advise(&loaded, request, object, &namespace) } else { Vec::new() };
+        if updating || !matches!(kind, "Pod" | "Service") {
+            let answer = Answer { allowed: true, warnings: advice, ..Answer::default() };
+            return Handled { answer, decision: Decision::Advise, owner: None, reasons: String::new() };
+        }
+        let mut handled = self.inject(&loaded, request, object, &namespace).await;
+        handled.answer.warnings.extend(advice);
+        handled
+    }
+
+    /// Advice for an object applied by a person or a tool; counted, never a denial.
+    fn advise(
+        &self,
+        loaded: &Loaded,
+        request: &AdmissionRequest,
+        object: &Value,
+        namespace: &NamespaceFacts,
+    ) -> Vec<String> {
+        let around = Surroundings {
+            namespace: &request.namespace,
+            namespace_annotations: Some(&namespace.annotations),
+            namespace_labels: Some(&namespace.labels),
+        };
+        let kind = request.kind.kind.as_str();
+        let advice = governance::advise(&loaded.injector, &loaded.policy, object, kind, around);
+        self.metrics.advised(kind, &request.operation, !advice.is_empty());
+        advice
+    }
+
+    /// A Pod (or a Service's opaque ports) on CREATE: the engine's patch, within the rules.
+    async fn inject(
+        &self,
+        loaded: &Loaded,
+        request: &AdmissionRequest,
+        object: &Value,
+        namespace: &NamespaceFacts,
+    ) -> Handled {
+        let injector = &loaded.injector;
         let is_pod = request.kind.kind == "Pod";
         let owner = if is_pod { Some(self.cluster.resolve_owner(&request.namespace, object).await) } else { None };
         let origin = Origin::Webhook {
             namespace: &request.namespace,
-            namespace_annotations: Some(&namespace_annotations),
+            namespace_annotations: Some(&namespace.annotations),
             owner: owner.as_ref().map(|o| Owner { kind: &o.kind, name: &o.name }),
         };
         let evaluated = injector.evaluate(&Request { object, kind: Some(&request.kind.kind), origin });
@@ -87,18 +186,42 @@ impl Handler {
             Ok(outcome) => outcome,
             Err(error) => return self.failed(error.to_string(), owner),
         };
+        let violations = if is_pod {
+            let subject = Subject {
+                outcome: &outcome,
+                values: &injector.values().values,
+                annotations: object.pointer("/metadata/annotations").and_then(Value::as_object),
+                namespace: Some(Namespace { name: &request.namespace, labels: &namespace.labels }),
+            };
+            loaded.policy.review(&subject)
+        } else {
+            Vec::new()
+        };
+        for violation in &violations {
+            self.metrics.violated(violation, "pod");
+        }
+        let live = request.dry_run != Some(true);
+        let enforced: Vec<&Violation> = violations.iter().filter(|v| v.mode == Mode::Enforce).collect();
+        if !enforced.is_empty() {
+            let message = enforced.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            let answer = Answer::deny(403, format!("linkerd proxy injector denied this pod: {message}"));
+            return Handled { answer, decision: Decision::Deny, owner, reasons: "policy".into() };
+        }
         if is_pod {
             self.count(object, &request.namespace, owner.as_ref(), &outcome);
-            if request.dry_run != Some(true) {
+            if live {
                 self.record_event(owner.as_ref(), &outcome);
+                self.record_violations(owner.as_ref(), &violations);
             }
         }
         let decision = if outcome.action == Action::Injected { Decision::Inject } else { Decision::Skip };
         let reasons = outcome.reasons.iter().map(|r| r.code()).collect::<Vec<_>>().join(",");
+        let mut warnings: Vec<String> = outcome.warnings.iter().map(ToString::to_string).collect();
+        warnings.extend(violations.iter().map(ToString::to_string));
         let answer = Answer {
             allowed: true,
             patch: (!outcome.patch.is_empty()).then(|| outcome.patch.to_json()),
-            warnings: outcome.warnings.iter().map(ToString::to_string).collect(),
+            warnings,
             status: None,
         };
         Handled { answer, decision, owner, reasons }
@@ -106,7 +229,7 @@ impl Handler {
 
     /// Applies the error policy.
     pub fn failed(&self, error: String, owner: Option<ResolvedOwner>) -> Handled {
-        let answer = match self.policy {
+        let answer = match self.on_error {
             ErrorPolicy::Deny => {
                 Answer::deny(500, format!("linkerd proxy injector could not process this object: {error}"))
             }
@@ -145,6 +268,13 @@ impl Handler {
         response_labels.push(at);
         response_labels.extend(per_annotation);
         self.metrics.responses.get_or_create(&response_labels).inc();
+    }
+
+    fn record_violations(&self, owner: Option<&ResolvedOwner>, violations: &[Violation]) {
+        let Some(reference) = owner.and_then(|o| o.reference.clone()) else { return };
+        for violation in violations {
+            self.events.record(&self.metrics, reference.clone(), "PolicyViolation", violation.to_string());
+        }
     }
 
     fn record_event(&self, owner: Option<&ResolvedOwner>, outcome: &Outcome) {

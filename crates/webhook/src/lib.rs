@@ -103,12 +103,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     let metrics = Arc::new(metrics::Metrics::default());
     let resolver = Arc::new(certs::CertResolver::default());
-    let injector = Arc::new(ArcSwapOption::empty());
+    let loaded = Arc::new(ArcSwapOption::empty());
 
     let mut reloader = reload::Reloader::new(
         config.paths.clone(),
         config.control_plane_ns.clone(),
-        injector.clone(),
+        loaded.clone(),
         resolver.clone(),
         metrics.clone(),
     );
@@ -143,13 +143,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
 
     let ready: Arc<dyn Fn() -> bool + Send + Sync> = {
-        let (synced, resolver, injector) = (synced.clone(), resolver.clone(), injector.clone());
-        Arc::new(move || synced.get() && resolver.is_loaded() && injector.load().is_some())
+        let (synced, resolver, loaded) = (synced.clone(), resolver.clone(), loaded.clone());
+        Arc::new(move || synced.get() && resolver.is_loaded() && loaded.load().is_some())
     };
     tokio::spawn(server::serve_admin(admin_listener, metrics.clone(), ready));
 
     let handler =
-        handler::Handler { injector, cluster, events, metrics, policy: config.error_policy, no_op: config.no_op };
+        handler::Handler { loaded, cluster, events, metrics, on_error: config.error_policy, no_op: config.no_op };
     let admission = Arc::new(server::AdmissionServer {
         handler,
         slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight)),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub reload_failures: Family<Labels, Counter>,
     pub events_not_recorded: Family<Labels, Counter>,
+    pub advice: Family<Labels, Counter>,
+    pub policy_violations: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,8 +87,22 @@ impl Default for Metrics {
             "Kubernetes Events not recorded, by reason (duplicate within a minute, queue_full, api_error)",
             events_not_recorded.clone(),
         );
+        let advice = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_injector_advice",
+            "Workloads, namespaces and Services reviewed at apply time, by kind, operation and whether warned",
+            advice.clone(),
+        );
+        let policy_violations = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_injector_policy_violations",
+            "Governance rules broken, by rule, mode (audit, enforce) and kind (pods admitted or denied; workloads warned)",
+            policy_violations.clone(),
+        );
         Metrics {
             registry,
+            advice,
+            policy_violations,
             requests,
             responses,
             duration,
@@ -113,6 +129,21 @@ impl Metrics {
 
     pub fn event_not_recorded(&self, reason: &str) {
         self.events_not_recorded.get_or_create(&vec![("reason", reason.into())]).inc();
+    }
+
+    pub fn advised(&self, kind: &str, operation: &str, warned: bool) {
+        let labels =
+            vec![("kind", kind.to_ascii_lowercase()), ("operation", operation.into()), ("warned", warned.to_string())];
+        self.advice.get_or_create(&labels).inc();
+    }
+
+    pub fn violated(&self, violation: &governance::Violation, kind: &str) {
+        let labels = vec![
+            ("rule", violation.rule.as_str().into()),
+            ("mode", violation.mode.as_str().into()),
+            ("kind", kind.to_ascii_lowercase()),
+        ];
+        self.policy_violations.get_or_create(&labels).inc();
     }
 
     pub fn reloaded(&self, source: &str, ok: bool) {

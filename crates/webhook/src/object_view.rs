@@ -37,6 +37,8 @@ impl Level {
             (Level::Object, "spec") => Level::Spec,
             (Level::Object, "status") | (Level::Metadata, "managedFields") => Level::Skimmed,
             (Level::Spec, "containers" | "initContainers") => Level::Containers,
+            // A workload's pod template (and a CronJob's Job template) reads like an object.
+            (Level::Spec, "template" | "jobTemplate") => Level::Object,
             (Level::Spec, "volumes") => Level::Volumes,
             (Level::Container, key) if CONTAINER_FIELDS.contains(&key) => Level::Whole,
             (Level::Container, _) => Level::Skimmed,

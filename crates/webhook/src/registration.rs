@@ -1,6 +1,9 @@
 //! The MutatingWebhookConfiguration that sends pods and Services to the webhook (§3.8), with
 //! what the reference lacks: `matchConditions` that keep already-injected and opted-out pods away
-//! from the webhook, side effects declared as skipped on dry runs, and reinvocation.
+//! from the webhook, side effects declared as skipped on dry runs, and reinvocation. A second
+//! entry sends workloads, namespaces and Services as they are applied, for advice only: it never
+//! mutates, and fails open with a short timeout whatever the pod entry does, so an outage of the
+//! webhook never stops a rollout or a GitOps sync.
 
 use serde_json::{Value, json};
 
@@ -10,6 +13,9 @@ use crate::handler::ErrorPolicy;
 pub const CONFIGURATION_NAME: &str = "proxy-injector-webhook-config";
 pub const LINKERD_CONFIGURATION_NAME: &str = "linkerd-proxy-injector-webhook-config";
 pub const WEBHOOK_NAME: &str = "linkerd-proxy-injector.linkerd.io";
+pub const ADVICE_WEBHOOK_NAME: &str = "advice.proxy-injector.linkerd.io";
+/// Advice is a courtesy: the apiserver waits at most this long for it.
+pub const ADVICE_TIMEOUT_SECONDS: u32 = 2;
 
 /// Where the apiserver reaches the webhook.
 #[derive(Debug, Clone)]
@@ -29,6 +35,9 @@ pub struct Registration {
     /// Also the webhook's `--on-error`: Fail pairs with deny, Ignore with admit.
     pub error_policy: ErrorPolicy,
     pub timeout_seconds: u32,
+    /// Pods annotated `linkerd.io/inject: disabled` reach the webhook too, so that a governance
+    /// rule (`meshRequired`) can refuse them.
+    pub sees_opted_out_pods: bool,
 }
 
 /// CEL: the object is not a pod that already has the proxy.
@@ -57,6 +66,19 @@ impl Registration {
             use base64::Engine as _;
             client_config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
         }
+        let namespace_selector = json!({"matchExpressions": [
+            {"key": "config.linkerd.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]},
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "cert-manager"]},
+        ]});
+        let object_selector = json!({"matchExpressions": [
+            {"key": "linkerd.io/control-plane-component", "operator": "DoesNotExist"},
+            {"key": "linkerd.io/cni-resource", "operator": "DoesNotExist"},
+        ]});
+        let mut match_conditions = vec![json!({"name": "not-already-injected", "expression": NOT_INJECTED})];
+        if !self.sees_opted_out_pods {
+            match_conditions.push(json!({"name": "not-opted-out", "expression": NOT_OPTED_OUT}));
+        }
+        let applied = |group: &str, resources: &[&str], operations: &[&str], scope: &str| json!({"operations": operations, "apiGroups": [group], "apiVersions": ["v1"], "resources": resources, "scope": scope});
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
@@ -69,18 +91,9 @@ impl Registration {
             },
             "webhooks": [{
                 "name": WEBHOOK_NAME,
-                "namespaceSelector": {"matchExpressions": [
-                    {"key": "config.linkerd.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]},
-                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "cert-manager"]},
-                ]},
-                "objectSelector": {"matchExpressions": [
-                    {"key": "linkerd.io/control-plane-component", "operator": "DoesNotExist"},
-                    {"key": "linkerd.io/cni-resource", "operator": "DoesNotExist"},
-                ]},
-                "matchConditions": [
-                    {"name": "not-already-injected", "expression": NOT_INJECTED},
-                    {"name": "not-opted-out", "expression": NOT_OPTED_OUT},
-                ],
+                "namespaceSelector": namespace_selector,
+                "objectSelector": object_selector,
+                "matchConditions": match_conditions,
                 "clientConfig": client_config,
                 "failurePolicy": self.failure_policy(),
                 "admissionReviewVersions": ["v1", "v1beta1"],
@@ -94,6 +107,23 @@ impl Registration {
                 "sideEffects": "NoneOnDryRun",
                 "timeoutSeconds": self.timeout_seconds,
                 "reinvocationPolicy": "IfNeeded",
+            }, {
+                "name": ADVICE_WEBHOOK_NAME,
+                "namespaceSelector": namespace_selector,
+                "objectSelector": object_selector,
+                "clientConfig": client_config,
+                "failurePolicy": "Ignore",
+                "admissionReviewVersions": ["v1", "v1beta1"],
+                "rules": [
+                    applied("apps", &["deployments", "statefulsets", "daemonsets", "replicasets"], &["CREATE", "UPDATE"], "Namespaced"),
+                    applied("batch", &["jobs", "cronjobs"], &["CREATE", "UPDATE"], "Namespaced"),
+                    // Services are created through the pod entry, which also advises.
+                    applied("", &["services"], &["UPDATE"], "Namespaced"),
+                    applied("", &["namespaces"], &["CREATE", "UPDATE"], "Cluster"),
+                ],
+                "sideEffects": "None",
+                "timeoutSeconds": ADVICE_TIMEOUT_SECONDS,
+                "reinvocationPolicy": "Never",
             }],
         })
     }

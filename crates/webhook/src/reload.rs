@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use governance::Policy;
 use inject::Injector;
 use inject::values::ValuesDocument;
 
@@ -20,11 +21,18 @@ pub struct Paths {
     pub tls_key: PathBuf,
 }
 
-/// Keeps the injector and the certificate current, remembering what was loaded last.
+/// What the values file configures: the engine and the governance rules, swapped together so an
+/// admission never sees one without the other.
+pub struct Loaded {
+    pub injector: Injector,
+    pub policy: Policy,
+}
+
+/// Keeps the configuration and the certificate current, remembering what was loaded last.
 pub struct Reloader {
     paths: Paths,
     control_plane_ns: String,
-    injector: Arc<ArcSwapOption<Injector>>,
+    loaded: Arc<ArcSwapOption<Loaded>>,
     certs: Arc<CertResolver>,
     metrics: Arc<Metrics>,
     config_seen: Option<Vec<u8>>,
@@ -35,11 +43,11 @@ impl Reloader {
     pub fn new(
         paths: Paths,
         control_plane_ns: String,
-        injector: Arc<ArcSwapOption<Injector>>,
+        loaded: Arc<ArcSwapOption<Loaded>>,
         certs: Arc<CertResolver>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Reloader { paths, control_plane_ns, injector, certs, metrics, config_seen: None, cert_seen: None }
+        Reloader { paths, control_plane_ns, loaded, certs, metrics, config_seen: None, cert_seen: None }
     }
 
     /// Re-reads every file; anything changed and valid replaces what is served. A change that does
@@ -54,7 +62,7 @@ impl Reloader {
         let (values, roots) = match (read(&self.paths.values), read(&self.paths.trust_roots)) {
             (Ok(values), Ok(roots)) => (values, roots),
             (Err(e), _) | (_, Err(e)) => {
-                if self.config_seen.is_some() || self.injector.load().is_none() {
+                if self.config_seen.is_some() || self.loaded.load().is_none() {
                     tracing::warn!(error = %e, "configuration not (re)loaded");
                 }
                 return;
@@ -66,9 +74,9 @@ impl Reloader {
         if self.config_seen.as_ref() == Some(&fingerprint) {
             return;
         }
-        match build_injector(&values, &roots, &self.control_plane_ns) {
-            Ok(injector) => {
-                self.injector.store(Some(Arc::new(injector)));
+        match build(&values, &roots, &self.control_plane_ns) {
+            Ok(loaded) => {
+                self.loaded.store(Some(Arc::new(loaded)));
                 self.metrics.reloaded("config", true);
                 tracing::info!(values = %self.paths.values.display(), "configuration loaded");
             }
@@ -113,8 +121,8 @@ impl Reloader {
     }
 }
 
-/// The webhook's injector: the values file, with the trust roots file as the trust anchors.
-pub fn build_injector(values: &[u8], trust_roots: &[u8], control_plane_ns: &str) -> Result<Injector, String> {
+/// The webhook's configuration: the values file, with the trust roots file as the trust anchors.
+pub fn build(values: &[u8], trust_roots: &[u8], control_plane_ns: &str) -> Result<Loaded, String> {
     let values = std::str::from_utf8(values).map_err(|_| "the values file is not UTF-8".to_string())?;
     let roots = std::str::from_utf8(trust_roots).map_err(|_| "the trust roots file is not UTF-8".to_string())?;
     let parsed = manifest::parse_stream(values).map_err(|e| format!("values file: {e}"))?;
@@ -126,5 +134,7 @@ pub fn build_injector(values: &[u8], trust_roots: &[u8], control_plane_ns: &str)
         map.insert("identityTrustAnchorsPEM".into(), roots.into());
     }
     let values = ValuesDocument::from_value(document).map_err(|e| e.to_string())?;
-    Injector::new(values, control_plane_ns).map_err(|e| e.to_string())
+    let policy = Policy::from_values(&values.values).map_err(|e| e.to_string())?;
+    let injector = Injector::new(values, control_plane_ns).map_err(|e| e.to_string())?;
+    Ok(Loaded { injector, policy })
 }

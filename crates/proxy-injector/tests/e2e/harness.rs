@@ -312,21 +312,39 @@ fn webhook_configurations(client: &kube::Client) -> Api<DynamicObject> {
     Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
 }
 
+/// Limits every entry of a rendered registration to the namespaces labelled for `test`.
+pub fn limit_to_test(configuration: &mut Value, test: &str) {
+    for webhook in configuration["webhooks"].as_array_mut().expect("a registration has webhooks") {
+        let expressions = webhook["namespaceSelector"]["matchExpressions"].as_array_mut().unwrap();
+        expressions.push(json!({"key": TEST_LABEL, "operator": "In", "values": [test]}));
+    }
+}
+
 /// Registers `url` the way `install` does, limited to namespaces labelled for this test.
 pub async fn register(client: &kube::Client, test: &str, url: &str, ca_pem: &str, error_policy: ErrorPolicy) {
+    register_with(client, test, url, ca_pem, error_policy, false).await
+}
+
+/// [`register`], with opted-out pods sent to the webhook as a `meshRequired` rule needs.
+pub async fn register_with(
+    client: &kube::Client,
+    test: &str,
+    url: &str,
+    ca_pem: &str,
+    error_policy: ErrorPolicy,
+    sees_opted_out_pods: bool,
+) {
     let registration = Registration {
         control_plane_ns: "linkerd".into(),
         endpoint: Endpoint::Url(url.into()),
         ca_bundle: Some(ca_pem.into()),
         error_policy,
         timeout_seconds: 10,
+        sees_opted_out_pods,
     };
     let mut configuration = registration.render();
     configuration["metadata"]["name"] = json!(format!("{}-{test}", webhook::registration::CONFIGURATION_NAME));
-    configuration["webhooks"][0]["namespaceSelector"]["matchExpressions"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"key": TEST_LABEL, "operator": "In", "values": [test]}));
+    limit_to_test(&mut configuration, test);
     let object: DynamicObject = serde_json::from_value(configuration).unwrap();
     let name = object.metadata.name.clone().unwrap();
     webhook_configurations(client)

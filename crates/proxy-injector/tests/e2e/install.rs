@@ -52,10 +52,7 @@ pub async fn apply(client: &kube::Client, objects: &[Value]) {
 fn isolate(objects: &mut [Value], test: &str) {
     for object in objects.iter_mut().filter(|o| o["kind"] == "MutatingWebhookConfiguration") {
         object["metadata"]["name"] = json!(configuration_name(test));
-        object["webhooks"][0]["namespaceSelector"]["matchExpressions"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"key": TEST_LABEL, "operator": "In", "values": [test]}));
+        limit_to_test(object, test);
     }
 }
 
