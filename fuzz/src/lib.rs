@@ -54,8 +54,10 @@ pub fn assert_still_typed(before: &Value, after: &Value, kind: &str) {
     }
 }
 
+/// As the reference's uninject reads it (contract §7.5): every key starting with `linkerd.io`,
+/// slash or not, is Linkerd's.
 fn injector_owned(key: &str) -> bool {
-    key.starts_with("linkerd.io/")
+    key.starts_with("linkerd.io")
         || key.starts_with("config.linkerd.io/")
         || key.starts_with("config.alpha.linkerd.io/")
 }

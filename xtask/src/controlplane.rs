@@ -1,6 +1,8 @@
-//! A throwaway Kubernetes control plane for the end-to-end tests: etcd and kube-apiserver on
-//! loopback, with generated certificates and an admin kubeconfig. Everything it starts and writes
-//! is removed when it is dropped, on failure, and on Ctrl-C.
+//! A throwaway Kubernetes control plane for the end-to-end tests: etcd, kube-apiserver and
+//! kube-controller-manager on loopback, with generated certificates and an admin kubeconfig, so
+//! Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs create their pods for
+//! real (they stay Pending: there is no kubelet). Everything it starts and writes is removed when
+//! it is dropped, on failure, and on Ctrl-C.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ struct Pki {
     ca_pem: String,
     serving: (String, String),
     admin: (String, String),
+    /// kube-controller-manager's own client identity, bound by the apiserver's bootstrap RBAC.
+    controller_manager: (String, String),
     /// Signs service-account tokens (private) and verifies them (public).
     service_account: (String, String),
 }
@@ -61,10 +65,17 @@ fn pki() -> anyhow::Result<Pki> {
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_pem = admin.signed_by(&admin_key, &issuer)?.pem();
 
+    let manager_key = KeyPair::generate()?;
+    let mut manager = CertificateParams::new(Vec::<String>::new())?;
+    manager.distinguished_name.push(DnType::CommonName, "system:kube-controller-manager");
+    manager.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let manager_pem = manager.signed_by(&manager_key, &issuer)?.pem();
+
     Ok(Pki {
         ca_pem,
         serving: (serving_pem, serving_key.serialize_pem()),
         admin: (admin_pem, admin_key.serialize_pem()),
+        controller_manager: (manager_pem, manager_key.serialize_pem()),
         service_account: {
             let key = KeyPair::generate()?;
             (key.serialize_pem(), key.public_key_pem())
@@ -81,6 +92,7 @@ impl ControlPlane {
     pub fn start() -> anyhow::Result<ControlPlane> {
         let etcd_bin = tools::etcd()?;
         let apiserver_bin = tools::kube_apiserver()?;
+        let controller_manager_bin = tools::kube_controller_manager()?;
         let dir = std::env::temp_dir().join(format!("proxy-injector-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let children = Arc::new(Mutex::new(Vec::new()));
@@ -149,17 +161,44 @@ impl ControlPlane {
         )?;
 
         let server = format!("https://127.0.0.1:{api_port}");
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
-             contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\nusers:\n- name: admin\n  user:\n\
-             \x20   client-certificate-data: {}\n    client-key-data: {}\n",
-            base64(&pki.ca_pem),
-            base64(&pki.admin.0),
-            base64(&pki.admin.1)
-        );
-        std::fs::write(&plane.kubeconfig, kubeconfig)?;
+        let kubeconfig_for = |user: &str, (cert, key): &(String, String)| {
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\n\
+                 contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: {user}\ncurrent-context: e2e\nusers:\n- name: {user}\n  user:\n\
+                 \x20   client-certificate-data: {}\n    client-key-data: {}\n",
+                base64(&pki.ca_pem),
+                base64(cert),
+                base64(key)
+            )
+        };
+        std::fs::write(&plane.kubeconfig, kubeconfig_for("admin", &pki.admin))?;
+        let manager_kubeconfig =
+            write("controller-manager.kubeconfig", &kubeconfig_for("controller-manager", &pki.controller_manager))?;
         let admin = admin_agent(&pki)?;
         plane.wait_ready(&server, &admin)?;
+        plane.spawn(
+            "kube-controller-manager",
+            Command::new(&controller_manager_bin).args([
+                &format!("--kubeconfig={}", manager_kubeconfig.display()),
+                &format!("--authentication-kubeconfig={}", manager_kubeconfig.display()),
+                &format!("--authorization-kubeconfig={}", manager_kubeconfig.display()),
+                "--bind-address=127.0.0.1",
+                &format!("--secure-port={}", free_port()?),
+                &format!("--cert-dir={}", dir.join("controller-manager-certs").display()),
+                &format!("--service-account-private-key-file={}", sa_key.display()),
+                &format!("--root-ca-file={}", ca.display()),
+                // Each controller acts as its own ServiceAccount, as in a real cluster: the
+                // bootstrap RBAC grants the controllers, not the manager, their rights.
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                // Tests create many objects at once; the defaults (20 QPS) would make them wait.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+            ]),
+        )?;
+        plane.wait_for_controllers(&server, &admin)?;
         plane.server = server;
         plane.admin = Some(admin);
         Ok(plane)
@@ -210,6 +249,29 @@ impl ControlPlane {
             }
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("kube-apiserver not ready after 120 s:\n{}", self.log_tail("kube-apiserver"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until the controllers act: the `default` ServiceAccount of `default` exists.
+    fn wait_for_controllers(&self, server: &str, agent: &ureq::Agent) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let url = format!("{server}/api/v1/namespaces/default/serviceaccounts/default");
+            if let Ok(response) = agent.get(&url).call()
+                && response.status() == 200
+            {
+                eprintln!("xtask: kube-controller-manager acting after {:.1} s", started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            if let Some(status) =
+                self.children.lock().expect("lock").last_mut().map(Child::try_wait).transpose()?.flatten()
+            {
+                bail!("kube-controller-manager exited ({status}):\n{}", self.log_tail("kube-controller-manager"));
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("kube-controller-manager not acting after 120 s:\n{}", self.log_tail("kube-controller-manager"));
             }
             std::thread::sleep(Duration::from_millis(250));
         }

@@ -83,11 +83,18 @@ fn e2e(test_args: &[String]) -> anyhow::Result<()> {
 /// All benchmarks, or one part: `engine`, `cli` or `load`.
 fn bench(part: Option<&str>) -> anyhow::Result<()> {
     let all = part.is_none();
-    if let Some(other) = part.filter(|p| !["engine", "cli", "load", "h2", "memory", "proxy-init"].contains(p)) {
-        bail!("unknown benchmark {other:?}; parts: engine, cli, load, h2, memory, proxy-init");
+    const PARTS: [&str; 7] = ["engine", "instructions", "cli", "load", "h2", "memory", "proxy-init"];
+    if let Some(other) = part.filter(|p| !PARTS.contains(p)) {
+        bail!("unknown benchmark {other:?}; parts: {}", PARTS.join(", "));
     }
     if all || part == Some("engine") {
         cargo(&["bench", "--workspace", "--locked"])?;
+    }
+    if all || part == Some("instructions") {
+        instruction_bench()?;
+    }
+    if part.is_some_and(|p| ["engine", "instructions"].contains(&p)) {
+        return Ok(());
     }
     cargo(&["build", "--release", "--locked", "--package", "proxy-injector"])?;
     if all || part == Some("cli") {
@@ -104,6 +111,31 @@ fn bench(part: Option<&str>) -> anyhow::Result<()> {
     }
     if all || part == Some("proxy-init") {
         proxy_init_bench()?;
+    }
+    Ok(())
+}
+
+/// Instructions per admission (decode + engine + governance + encode) under callgrind: the
+/// difference between 11 and 1 iterations, divided by 10, so setup is not counted.
+fn instruction_bench() -> anyhow::Result<()> {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        bail!("the instruction benchmark needs valgrind (apt-get install valgrind)");
+    }
+    cargo(&["build", "--release", "--locked", "--package", "proxy-injector-webhook", "--example", "instructions"])?;
+    let binary = workspace_root().join("target/release/examples/instructions");
+    let count = |case: usize, iterations: usize| -> anyhow::Result<u64> {
+        let output = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&binary)
+            .args([case.to_string(), iterations.to_string()])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let collected = stderr.lines().find_map(|l| l.split_once("Collected : ").map(|(_, n)| n.trim().to_string()));
+        collected.and_then(|n| n.parse().ok()).with_context(|| format!("no callgrind total in:\n{stderr}"))
+    };
+    for (case, name) in ["typical (2 containers, 10 env vars)", "1000 env vars", "64 KB pod spec"].iter().enumerate() {
+        let per_admission = (count(case, 11)? - count(case, 1)?) / 10;
+        println!("instructions per admission, {name}: {per_admission}");
     }
     Ok(())
 }

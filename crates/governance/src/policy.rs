@@ -217,6 +217,12 @@ impl Policy {
         }
     }
 
+    /// Whether a rule selects namespaces by label, so the caller must look the labels up.
+    pub fn reads_namespace_labels(&self) -> bool {
+        (self.mesh_required.mode != Mode::Off && self.mesh_required.namespace_selector.is_some())
+            || (self.forbidden_overrides.mode != Mode::Off && self.forbidden_overrides.except_namespaces.is_some())
+    }
+
     /// Whether a pod annotated `linkerd.io/inject: disabled` must still reach the webhook.
     pub fn needs_opted_out_pods(&self) -> bool {
         self.mesh_required.mode != Mode::Off

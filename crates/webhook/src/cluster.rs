@@ -92,23 +92,28 @@ impl Cluster {
         &self.client
     }
 
-    /// The namespace's annotations and labels: from the cache, else one live read.
-    pub async fn namespace(&self, name: &str) -> Result<NamespaceFacts, ClusterError> {
-        let meta = match self.namespaces.get(&ObjectRef::new(name)) {
-            Some(cached) => cached.metadata.clone(),
-            None => {
-                let api = Api::<Namespace>::all(self.client.clone());
-                match api.get_metadata_opt(name).await {
-                    Ok(Some(fetched)) => fetched.metadata,
-                    Ok(None) => return Err(ClusterError::NamespaceNotFound(name.into())),
-                    Err(source) => return Err(ClusterError::Api { name: name.into(), source }),
-                }
-            }
+    /// The namespace's annotations, and its labels if asked (a copy per admission otherwise
+    /// wasted): from the cache, else one live read.
+    pub async fn namespace(&self, name: &str, with_labels: bool) -> Result<NamespaceFacts, ClusterError> {
+        // Only the two maps are copied out of the cached object, never the whole metadata.
+        let facts = |meta: &ObjectMeta| NamespaceFacts {
+            annotations: meta
+                .annotations
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+            labels: meta.labels.as_ref().filter(|_| with_labels).cloned().unwrap_or_default(),
         };
-        Ok(NamespaceFacts {
-            annotations: meta.annotations.unwrap_or_default().into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
-            labels: meta.labels.unwrap_or_default(),
-        })
+        if let Some(cached) = self.namespaces.get(&ObjectRef::new(name)) {
+            return Ok(facts(&cached.metadata));
+        }
+        let api = Api::<Namespace>::all(self.client.clone());
+        match api.get_metadata_opt(name).await {
+            Ok(Some(fetched)) => Ok(facts(&fetched.metadata)),
+            Ok(None) => Err(ClusterError::NamespaceNotFound(name.into())),
+            Err(source) => Err(ClusterError::Api { name: name.into(), source }),
+        }
     }
 
     /// Resolves a pod's owner: a ReplicaSet's Deployment (or other single controller), a Job's

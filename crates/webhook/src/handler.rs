@@ -127,7 +127,11 @@ impl Handler {
         let namespace = match kind {
             // A Namespace's advice reads only the object itself.
             "Namespace" => NamespaceFacts::default(),
-            _ => match self.cluster.namespace(&request.namespace).await {
+            _ => match self
+                .cluster
+                .namespace(&request.namespace, advising || loaded.policy.reads_namespace_labels())
+                .await
+            {
                 Ok(namespace) => namespace,
                 Err(error) if updating || !matches!(kind, "Pod" | "Service") => {
                     tracing::debug!(%error, "advice without the namespace");

@@ -153,9 +153,9 @@ async fn every_applied_kind_gets_its_warnings_and_is_stored_unchanged() {
     assert!(
         webhook.metric("proxy_injector_advice_total{kind=\"deployment\",operation=\"CREATE\",warned=\"true\"}") >= 2.0
     );
-    assert_eq!(
-        webhook.metric("proxy_injector_advice_total{kind=\"deployment\",operation=\"UPDATE\",warned=\"false\"}"),
-        1.0
+    // The patch above and the deployment controller's own revision updates.
+    assert!(
+        webhook.metric("proxy_injector_advice_total{kind=\"deployment\",operation=\"UPDATE\",warned=\"false\"}") >= 1.0
     );
     assert!(
         webhook.metric("proxy_injector_advice_total{kind=\"cronjob\",operation=\"CREATE\",warned=\"true\"}") >= 1.0

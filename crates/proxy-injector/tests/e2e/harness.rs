@@ -353,8 +353,8 @@ pub async fn register_with(
         .expect("the webhook configuration is accepted");
 }
 
-/// A namespace for one test (labelled so only that test's webhook sees it), with its `default`
-/// ServiceAccount, which no controller-manager creates here.
+/// A namespace for one test (labelled so only that test's webhook sees it), returned once the
+/// real service-account controller has given it its `default` ServiceAccount (pods need it).
 pub async fn namespace(client: &kube::Client, test: &str, name: &str, annotations: Value, labels: Value) {
     let mut labels = labels;
     labels[TEST_LABEL] = json!(test);
@@ -362,8 +362,12 @@ pub async fn namespace(client: &kube::Client, test: &str, name: &str, annotation
         serde_json::from_value(json!({"metadata": {"name": name, "annotations": annotations, "labels": labels}}))
             .unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace created");
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(client.clone(), name).create(&PostParams::default(), &sa).await.unwrap();
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), name);
+    let started = Instant::now();
+    while accounts.get_opt("default").await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no default ServiceAccount in {name} after 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 pub fn pod_json(name: &str, annotations: Value) -> Value {
@@ -375,6 +379,24 @@ pub fn pod_json(name: &str, annotations: Value) -> Value {
 pub async fn create_pod(client: &kube::Client, namespace: &str, pod: &Value) -> Result<Pod, kube::Error> {
     let pod: Pod = serde_json::from_value(pod.clone()).unwrap();
     Api::<Pod>::namespaced(client.clone(), namespace).create(&PostParams::default(), &pod).await
+}
+
+/// The pods matching `selector` once the controllers have created at least `count` of them.
+pub async fn wait_for_pods(client: &kube::Client, namespace: &str, selector: &str, count: usize) -> Vec<Pod> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        let pods = api.list(&kube::api::ListParams::default().labels(selector)).await.unwrap().items;
+        if pods.len() >= count {
+            return pods;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} of {count} pods {selector} in {namespace} after 90 s",
+            pods.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub fn is_injected(pod: &Pod) -> bool {

@@ -2,6 +2,7 @@
 //! Run with `cargo xtask e2e`, which starts etcd and kube-apiserver for it.
 
 mod chart;
+mod controllers;
 mod governance;
 mod harness;
 mod hostile;
