@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use inject::annotation::{self as key};
 use inject::config::{AnnotationSet, EnvLayers, ProxyConfig, Source};
-use inject::decision::SkipReason;
+use inject::decision::INJECT_VALUES;
 use inject::workload::{Kind, Workload};
 use inject::{Injector, Origin, Request};
 use serde_json::{Map, Value};
@@ -76,23 +76,10 @@ fn templated(injector: &Injector, policy: &Policy, workload: &Workload<'_>, arou
     }
     advice.extend(outcome.warnings.iter().map(|w| format!("pods of this {kind_name}: {w}")));
 
-    let asked = |v: Option<&str>| matches!(v, Some("enabled" | "ingress"));
-    let namespace_asks = asked(around.namespace_annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str));
-    let requested = asked(template.annotation(key::INJECT))
-        || (namespace_asks && template.annotation(key::INJECT) != Some("disabled"));
-    let blocking: Vec<&str> = outcome
-        .reasons
-        .iter()
-        .filter(|r| {
-            matches!(
-                r,
-                SkipReason::HostNetworkEnabled
-                    | SkipReason::SidecarAlreadyExists
-                    | SkipReason::DisabledAutomountServiceAccountTokenAccount
-            )
-        })
-        .map(|r| r.text())
-        .collect();
+    // The decision asked for the proxy; what stops it is the pod's own shape, the same reasons
+    // that make `inject` fail on the command line.
+    let requested = outcome.inject_annotation.skip.is_none();
+    let blocking: Vec<&str> = outcome.reasons.iter().filter(|r| r.is_cli_error()).map(|r| r.text()).collect();
     if requested && !blocking.is_empty() {
         advice.push(format!(
             "pods of this {kind_name} ask for the linkerd proxy but will not be injected: {}",
@@ -128,7 +115,7 @@ fn namespace(injector: &Injector, workload: &Workload<'_>) -> Vec<String> {
     let mut advice = Vec::new();
     let annotations = workload.annotations();
     let value = annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str);
-    if let Some(value) = value.filter(|v| !["enabled", "disabled", "ingress"].contains(v)) {
+    if let Some(value) = value.filter(|v| !INJECT_VALUES.contains(v)) {
         advice.push(format!(
             "annotation {}: invalid value {value:?} (expected enabled, disabled or ingress); no pod in this namespace \
              will be injected",

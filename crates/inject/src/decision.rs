@@ -94,15 +94,16 @@ pub struct InjectAnnotation {
     pub skip: Option<SkipReason>,
 }
 
-const VALID: [&str; 3] = ["enabled", "disabled", "ingress"];
+/// The values `linkerd.io/inject` accepts.
+pub const INJECT_VALUES: [&str; 3] = ["enabled", "disabled", "ingress"];
 
 /// The webhook's evaluation (§2.5): namespace value `ns`, pod value `pod`, `""` when absent.
 pub fn evaluate_webhook(ns: &str, pod: &str) -> InjectAnnotation {
     let skip = |reason, at| InjectAnnotation { at, value: String::new(), skip: Some(reason) };
-    if !ns.is_empty() && !VALID.contains(&ns) {
+    if !ns.is_empty() && !INJECT_VALUES.contains(&ns) {
         return skip(SkipReason::InvalidInjectAnnotationAtNs, AnnotationAt::None);
     }
-    if !pod.is_empty() && !VALID.contains(&pod) {
+    if !pod.is_empty() && !INJECT_VALUES.contains(&pod) {
         return skip(SkipReason::InvalidInjectAnnotationAtWorkload, AnnotationAt::None);
     }
     if ns == "enabled" || ns == "ingress" {

@@ -261,7 +261,7 @@ impl Injector {
         outcome.automount_disabled = !automount;
 
         let pod_inject = template.annotation(key::INJECT).unwrap_or("");
-        let valid_inject = |value: &str| value.is_empty() || ["enabled", "disabled", "ingress"].contains(&value);
+        let valid_inject = |value: &str| value.is_empty() || decision::INJECT_VALUES.contains(&value);
         outcome.inject_annotation = match origin {
             Origin::Webhook { namespace_annotations, .. } => {
                 let ns_inject =

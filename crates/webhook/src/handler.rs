@@ -111,7 +111,9 @@ impl Handler {
         let creating = request.operation.is_empty() || request.operation == "CREATE";
         let updating = request.operation == "UPDATE";
         let advising = advised(kind) && (creating || updating);
-        if !(creating || advising) {
+        // Only a created Pod (or a Service's opaque ports) is ever patched; the rest is advice.
+        let injecting = creating && matches!(kind, "Pod" | "Service");
+        if !(injecting || advising) {
             return plain(Decision::Skip, Answer::allow());
         }
         if updating && !changes_injection_inputs(request.old_object.as_ref(), object) {
@@ -119,7 +121,7 @@ impl Handler {
             return plain(Decision::Advise, Answer::allow());
         }
         let Some(loaded) = self.loaded.load_full() else {
-            if updating || kind != "Pod" && kind != "Service" {
+            if !injecting {
                 return plain(Decision::Advise, Answer::allow());
             }
             return self.failed("the injector has no valid configuration loaded (values and trust roots)".into(), None);
@@ -133,7 +135,7 @@ impl Handler {
                 .await
             {
                 Ok(namespace) => namespace,
-                Err(error) if updating || !matches!(kind, "Pod" | "Service") => {
+                Err(error) if !injecting => {
                     tracing::debug!(%error, "advice without the namespace");
                     NamespaceFacts::default()
                 }
@@ -141,7 +143,7 @@ impl Handler {
             },
         };
         let advice = if advising { self.advise(&loaded, request, object, &namespace) } else { Vec::new() };
-        if updating || !matches!(kind, "Pod" | "Service") {
+        if !injecting {
             let answer = Answer { allowed: true, warnings: advice, ..Answer::default() };
             return Handled { answer, decision: Decision::Advise, owner: None, reasons: String::new() };
         }
