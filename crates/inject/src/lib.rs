@@ -119,7 +119,46 @@ pub struct Outcome {
     pub config: Option<ProxyConfig>,
     /// The annotations written by the patch, with where each came from.
     pub written_annotations: Vec<(String, String, Source)>,
+    /// For a pod the webhook injects: a digest of what injection adds ([`FINGERPRINT`]).
+    pub fingerprint: Option<String>,
     pub patch: Patch,
+}
+
+/// The annotation the webhook writes on the pods it injects: a digest of everything injection
+/// added (containers, volumes and annotations, but not the injector's own version), so the
+/// reconciler can tell a pod injected with today's configuration from a stale one without
+/// comparing containers the apiserver has since defaulted.
+pub const FINGERPRINT: &str = "linkerd.io/injection-fingerprint";
+
+/// The digest behind [`FINGERPRINT`]: the patch's additions to the pod spec, in order, and the
+/// annotations it writes. Left out: the lists the patch creates empty, and the copy of the app's
+/// service-account token mount, whose volume name the apiserver makes up per pod (so the digest is
+/// the same for every pod of a template, and for the template itself).
+fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: PodTemplate<'_>) -> String {
+    let spec_prefix = format!("{}/spec/", template.pointer);
+    let copied_mount = render::copied_service_account_mount(template).map(|m| format!(",{m}"));
+    let mut digest = Sha256::new();
+    for operation in patch.operations() {
+        let Some(path) = operation.path.strip_prefix(&spec_prefix) else { continue };
+        let text = match &operation.value {
+            patch::PatchValue::Serialized(raw) => raw.get().to_string(),
+            patch::PatchValue::Json(value) if value.as_array().is_some_and(Vec::is_empty) => continue,
+            patch::PatchValue::Json(value) if value.as_object().is_some_and(Map::is_empty) => continue,
+            patch::PatchValue::Json(value) => value.to_string(),
+        };
+        let text = match &copied_mount {
+            Some(mount) => text.replace(mount.as_str(), ""),
+            None => text,
+        };
+        digest.update(path.as_bytes());
+        digest.update(b"\n");
+        digest.update(text.as_bytes());
+        digest.update(b"\n");
+    }
+    for (k, v, _) in written.iter().filter(|(k, _, _)| k != key::CREATED_BY) {
+        digest.update(format!("{k}={v}\n").as_bytes());
+    }
+    hex(&digest.finalize()[..16])
 }
 
 /// The engine, built once from the values; cheap to share between threads.
@@ -199,6 +238,7 @@ impl Injector {
             warnings: Vec::new(),
             config: None,
             written_annotations: Vec::new(),
+            fingerprint: None,
             patch: Patch::default(),
         };
         match workload.template {
@@ -436,6 +476,12 @@ impl Injector {
         outcome.action = Action::Injected;
         self.build_full_patch(template, &config, &config_annotations, &mut written, &labels, ingress, outcome)?;
         outcome.written_annotations = collect(&written);
+        let digest = fingerprint(&outcome.patch, &outcome.written_annotations, template);
+        // The annotations map exists: the patch has just written the injector's own.
+        outcome
+            .patch
+            .add(format!("{}/metadata/annotations/{}", template.pointer, escape_token(FINGERPRINT)), json!(digest));
+        outcome.fingerprint = Some(digest);
         outcome.config = Some(config);
         Ok(())
     }

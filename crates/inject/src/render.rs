@@ -124,15 +124,20 @@ impl RenderInput<'_> {
     }
 
     fn copied_service_account_mount(&self) -> Option<Value> {
-        let mount = self.template.service_account_mount()?;
-        let mut copy = Map::new();
-        for key in ["mountPath", "name", "readOnly"] {
-            if let Some(v) = mount.get(key) {
-                copy.insert(key.into(), v.clone());
-            }
-        }
-        Some(Value::Object(copy))
+        copied_service_account_mount(self.template)
     }
+}
+
+/// The app's service-account token mount, as the proxy and init containers copy it.
+pub fn copied_service_account_mount(template: PodTemplate<'_>) -> Option<Value> {
+    let mount = template.service_account_mount()?;
+    let mut copy = Map::new();
+    for key in ["mountPath", "name", "readOnly"] {
+        if let Some(v) = mount.get(key) {
+            copy.insert(key.into(), v.clone());
+        }
+    }
+    Some(Value::Object(copy))
 }
 
 /// The chart's liveness and readiness probes carry a timeout; its startup probe a period and a

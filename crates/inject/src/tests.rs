@@ -61,6 +61,30 @@ fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 #[test]
+fn the_fingerprint_follows_what_injection_adds_and_not_the_injectors_version() {
+    let object = json!({"kind": "Pod", "metadata": {"name": "p", "annotations": {"linkerd.io/inject": "enabled"}},
+        "spec": {"containers": [{"name": "app", "ports": [{"containerPort": 8080}]}]}});
+    let fingerprint = |injector: &Injector, object: &Value| webhook(injector, object, json!({})).fingerprint.unwrap();
+    let base = fingerprint(&injector(json!({})), &object);
+    assert_eq!(base.len(), 32);
+    assert_eq!(fingerprint(&injector(json!({})), &object), base, "deterministic");
+    assert_eq!(fingerprint(&injector(json!({})).with_version("v9.9.9"), &object), base, "an injector upgrade alone");
+    assert_ne!(fingerprint(&injector(json!({"proxy": {"image": {"version": "v2"}}})), &object), base);
+    assert_ne!(fingerprint(&injector(json!({"proxy": {"logLevel": "debug"}})), &object), base);
+    let mut annotated = object.clone();
+    annotated["metadata"]["annotations"]["config.linkerd.io/proxy-cpu-limit"] = json!("1");
+    assert_ne!(fingerprint(&injector(json!({})), &annotated), base);
+    let cli = injector(json!({}))
+        .evaluate(&Request {
+            object: &object,
+            kind: None,
+            origin: Origin::Cli { manual: true, overrides: &Default::default() },
+        })
+        .unwrap();
+    assert_eq!(cli.fingerprint, None, "only the webhook records it: manifests keep the reference's output");
+}
+
+#[test]
 fn webhook_patch_operations_follow_the_reference_order() {
     let injector = injector(json!({}));
     let object = json!({"kind": "Pod", "metadata": {"name": "p", "annotations": {"linkerd.io/inject": "enabled"},
@@ -83,9 +107,11 @@ fn webhook_patch_operations_follow_the_reference_order() {
             "/spec/volumes/-",
             "/spec/volumes/-",
             "/spec/initContainers/1",
+            "/metadata/annotations/linkerd.io~1injection-fingerprint",
         ]
     );
     let pod = applied(&object, &outcome);
+    assert_eq!(pod["metadata"]["annotations"][crate::FINGERPRINT], json!(outcome.fingerprint.unwrap()));
     assert_eq!(pod["metadata"]["annotations"]["linkerd.io/created-by"], "linkerd/proxy-injector dev-undefined");
     assert_eq!(pod["metadata"]["labels"]["linkerd.io/workload-ns"], "emojivoto");
     let expected_sha = hex(&Sha256::digest(ANCHORS.as_bytes()));

@@ -42,6 +42,11 @@ pub struct InstallArgs {
     /// Have cert-manager issue the serving certificate and inject the CA bundle
     #[arg(long)]
     cert_manager: bool,
+    /// Run the reconciler beside the webhook (a second container), with the permissions it needs:
+    /// watch pods, workloads and PodDisruptionBudgets, restart Deployments, StatefulSets and
+    /// DaemonSets, and hold a Lease
+    #[arg(long)]
+    reconcile: bool,
     /// Validity of a generated serving certificate, e.g. 8760h
     #[arg(long, default_value = "8760h", value_parser = crate::serve::parse_duration)]
     cert_validity: Duration,
@@ -227,12 +232,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
-        "rules": [
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        ]}),
+        "rules": rules(args.reconcile)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{namespace}")},
@@ -305,6 +305,48 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
     Ok(objects)
 }
 
+/// The webhook reads namespaces and owners and records Events; the reconciler also watches pods,
+/// workloads and budgets, restarts workloads and holds its Lease.
+fn rules(reconcile: bool) -> Value {
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+        json!({"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]}),
+        json!({"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]}),
+        json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+    ];
+    if reconcile {
+        rules.extend([
+            json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+                "verbs": ["get", "list", "watch", "patch"]}),
+            json!({"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}),
+        ]);
+    }
+    Value::Array(rules)
+}
+
+/// The reconciler's container: the webhook's configuration files, its own admin port.
+fn reconciler_container(args: &InstallArgs, control_plane_ns: &str, webhook: &Value) -> Value {
+    // The Lease holder's identity and the Lease's namespace.
+    let from_field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let env = [from_field("POD_NAME", "metadata.name"), from_field("POD_NAMESPACE", "metadata.namespace")];
+    let probe = json!({"httpGet": {"path": "/ping", "port": "reconcile-admin"}, "periodSeconds": 10});
+    json!({
+        "name": "reconciler",
+        "image": args.image,
+        "args": ["reconcile", format!("--linkerd-namespace={control_plane_ns}"),
+            "--values=/var/run/linkerd/config/values",
+            "--trust-roots=/var/run/linkerd/identity/trust-roots/ca-bundle.crt", "--log-format=json"],
+        "env": env,
+        "ports": [{"name": "reconcile-admin", "containerPort": 9996}],
+        "livenessProbe": probe,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": webhook["securityContext"],
+        "volumeMounts": webhook["volumeMounts"].as_array().map(|m| m[..2].to_vec()).unwrap_or_default(),
+    })
+}
+
 fn deployment(
     args: &InstallArgs,
     namespace: &str,
@@ -343,6 +385,12 @@ fn deployment(
             {"name": "tls", "secret": {"secretName": TLS_SECRET}},
         ],
     });
+    if args.reconcile {
+        let reconciler = reconciler_container(args, control_plane_ns, &spec["containers"][0]);
+        if let Some(containers) = spec["containers"].as_array_mut() {
+            containers.push(reconciler);
+        }
+    }
     if args.ha {
         spec["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
             "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}]}});

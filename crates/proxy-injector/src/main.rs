@@ -10,6 +10,7 @@ mod input;
 mod install;
 mod iptables;
 mod logging;
+mod reconciler;
 mod report;
 mod serve;
 mod transform;
@@ -59,6 +60,10 @@ enum Command {
     Install(Box<install::InstallArgs>),
     /// Check that the installed webhook is registered, trusted and injecting
     Check(check::CheckArgs),
+    /// Restart workloads whose pods lack the proxy, run a stale one, or have one they should not
+    Reconcile(Box<reconciler::ReconcileArgs>),
+    /// Per workload: meshed or not and why, its pods' proxies, and what the reconciler would do
+    Status(reconciler::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,8 @@ fn main() -> ExitCode {
         Command::NetworkValidator(args) => iptables::network_validator(args),
         Command::Install(args) => install::run(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
         Command::Check(args) => check::run(args, &cli.cluster, &cli.linkerd_namespace),
+        Command::Reconcile(args) => reconciler::run(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
+        Command::Status(args) => reconciler::status(args, &cli.cluster, &cli.linkerd_namespace).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -315,6 +315,48 @@ fn install_renders_ha_as_json() {
 }
 
 #[test]
+fn install_runs_the_reconciler_beside_the_webhook_only_when_asked() {
+    let items = |extra: &[&str]| {
+        let (stdout, _) = run_ok(cli().args(["install", "--ignore-cluster", "-o", "json"]).args(extra));
+        let list: Value = serde_json::from_str(stdout.trim()).unwrap();
+        list["items"].as_array().unwrap().clone()
+    };
+    let kind = |items: &[Value], k: &str| items.iter().find(|o| o["kind"] == k).unwrap().clone();
+    let resources = |items: &[Value]| -> Vec<String> {
+        let rules = kind(items, "ClusterRole")["rules"].as_array().unwrap().clone();
+        rules
+            .iter()
+            .flat_map(|r| r["resources"].as_array().unwrap().clone())
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    let plain = items(&[]);
+    assert_eq!(kind(&plain, "Deployment")["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+    assert!(!resources(&plain).contains(&"pods".to_string()), "the webhook alone reads no pods");
+
+    let with = items(&["--reconcile"]);
+    let containers = kind(&with, "Deployment")["spec"]["template"]["spec"]["containers"].clone();
+    let reconciler = &containers[1];
+    assert_eq!(reconciler["name"], "reconciler");
+    let args: Vec<&str> = reconciler["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[0], "reconcile");
+    assert!(args.contains(&"--values=/var/run/linkerd/config/values"), "{args:?}");
+    assert_eq!(
+        reconciler["volumeMounts"],
+        json!([
+        {"name": "config", "mountPath": "/var/run/linkerd/config", "readOnly": true},
+        {"name": "trust-roots", "mountPath": "/var/run/linkerd/identity/trust-roots", "readOnly": true}])
+    );
+    assert_eq!(reconciler["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    for resource in ["pods", "deployments", "statefulsets", "daemonsets", "poddisruptionbudgets", "leases"] {
+        assert!(resources(&with).contains(&resource.to_string()), "{resource}");
+    }
+    let rules = kind(&with, "ClusterRole")["rules"].clone();
+    let deployments = rules.as_array().unwrap().iter().find(|r| r["resources"][0] == "deployments").unwrap();
+    assert_eq!(deployments["verbs"], json!(["get", "list", "watch", "patch"]), "restarts are patches, never deletes");
+}
+
+#[test]
 fn install_refuses_bad_options_clearly() {
     cli()
         .args(["install", "--ignore-cluster", "--standalone"])

@@ -146,7 +146,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let (synced, resolver, loaded) = (synced.clone(), resolver.clone(), loaded.clone());
         Arc::new(move || synced.get() && resolver.is_loaded() && loaded.load().is_some())
     };
-    tokio::spawn(server::serve_admin(admin_listener, metrics.clone(), ready));
+    let rendered = metrics.clone();
+    tokio::spawn(server::serve_admin(admin_listener, Arc::new(move || rendered.render()), ready));
 
     let handler =
         handler::Handler { loaded, cluster, events, metrics, on_error: config.error_policy, no_op: config.no_op };

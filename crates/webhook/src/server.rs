@@ -344,8 +344,11 @@ pub async fn serve_admission(
     }
 }
 
-/// `/metrics`, `/ping` and `/ready` over plain HTTP.
-pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<dyn Fn() -> bool + Send + Sync>) {
+/// What `/metrics` answers: the metrics rendered in the OpenMetrics text format.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `/metrics`, `/ping` and `/ready` over plain HTTP (the webhook's and the reconciler's).
+pub async fn serve_admin(listener: TcpListener, metrics: RenderMetrics, ready: Arc<dyn Fn() -> bool + Send + Sync>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -358,7 +361,7 @@ pub async fn serve_admin(listener: TcpListener, metrics: Arc<Metrics>, ready: Ar
             let service = service_fn(move |request: Request<Incoming>| {
                 let response = match request.uri().path() {
                     "/metrics" => {
-                        let mut r = text(StatusCode::OK, metrics.render());
+                        let mut r = text(StatusCode::OK, metrics());
                         r.headers_mut().insert(
                             header::CONTENT_TYPE,
                             header::HeaderValue::from_static(

@@ -64,8 +64,8 @@ fn the_chart_renders_what_install_renders() {
         // Extra values files go to both (`-f` for helm); the governance policy shapes the registration.
         (vec!["--values", &policy], vec![]),
         (
-            vec!["--cert-manager", "--retire-linkerd-injector"],
-            vec!["injector.certManager=true", "injector.retireLinkerdInjector=true"],
+            vec!["--cert-manager", "--retire-linkerd-injector", "--reconcile"],
+            vec!["injector.certManager=true", "injector.retireLinkerdInjector=true", "injector.reconcile=true"],
         ),
         (
             vec!["-L", "linkerd-cp", "--set", "proxyInjector.timeoutSeconds=5", "--set", "webhookFailurePolicy=Fail"],

@@ -8,5 +8,6 @@ mod harness;
 mod hostile;
 mod install;
 mod late_webhook;
+mod reconcile;
 mod scenarios;
 mod server;
