@@ -69,6 +69,17 @@ impl LimitArgs {
     }
 }
 
+/// What a plan is made from: which namespaces, which configuration, which limits.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFormat {
     Table,
@@ -81,11 +92,7 @@ pub struct StatusArgs {
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: StatusFormat,
     #[command(flatten)]
-    scope: ScopeArgs,
-    #[command(flatten)]
-    source: SourceArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
+    plan: PlanArgs,
 }
 
 #[derive(Debug, Args)]
@@ -121,11 +128,7 @@ pub struct ReconcileArgs {
     #[arg(long, default_value = "0.0.0.0:9996")]
     admin_addr: SocketAddr,
     #[command(flatten)]
-    scope: ScopeArgs,
-    #[command(flatten)]
-    source: SourceArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
+    plan: PlanArgs,
     #[command(flatten)]
     log: crate::logging::LogArgs,
 }
@@ -158,19 +161,19 @@ fn print(plan: &Plan, format: StatusFormat) -> anyhow::Result<()> {
 pub fn status(args: &StatusArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = cluster.client().await?;
-        let (source, limits) = (args.source.source(), args.limits.limits());
-        let plan = plan_once(&client, &source, &limits, control_plane_ns, &args.scope.namespaces()).await?;
+        let (source, limits) = (args.plan.source.source(), args.plan.limits.limits());
+        let plan = plan_once(&client, &source, &limits, control_plane_ns, &args.plan.scope.namespaces()).await?;
         print(&plan, args.output)
     })
 }
 
 pub fn run(args: &ReconcileArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<()> {
-    let limits = args.limits.limits();
-    let source = args.source.source();
+    let limits = args.plan.limits.limits();
+    let source = args.plan.source.source();
     if args.once {
         return runtime()?.block_on(async {
             let client = cluster.client().await?;
-            let plan = plan_once(&client, &source, &limits, control_plane_ns, &args.scope.namespaces()).await?;
+            let plan = plan_once(&client, &source, &limits, control_plane_ns, &args.plan.scope.namespaces()).await?;
             print(&plan, args.output)?;
             if !args.dry_run {
                 controller::act_on(&client, &plan).await?;
@@ -195,7 +198,7 @@ pub fn run(args: &ReconcileArgs, cluster: &ClusterArgs, control_plane_ns: &str) 
             holder: identity,
             duration: args.lease_duration,
         }),
-        namespaces: args.scope.namespaces(),
+        namespaces: args.plan.scope.namespaces(),
     };
     runtime()?.block_on(async {
         let client = cluster.client().await?;
