@@ -16,6 +16,8 @@ pub mod uninject;
 pub mod values;
 pub mod workload;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -140,14 +142,14 @@ fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: Po
     let mut digest = Sha256::new();
     for operation in patch.operations() {
         let Some(path) = operation.path.strip_prefix(&spec_prefix) else { continue };
-        let text = match &operation.value {
-            patch::PatchValue::Serialized(raw) => raw.get().to_string(),
+        let text: Cow<'_, str> = match &operation.value {
+            patch::PatchValue::Serialized(raw) => Cow::Borrowed(raw.get()),
             patch::PatchValue::Json(value) if value.as_array().is_some_and(Vec::is_empty) => continue,
             patch::PatchValue::Json(value) if value.as_object().is_some_and(Map::is_empty) => continue,
-            patch::PatchValue::Json(value) => value.to_string(),
+            patch::PatchValue::Json(value) => Cow::Owned(value.to_string()),
         };
         let text = match &copied_mount {
-            Some(mount) => text.replace(mount.as_str(), ""),
+            Some(mount) => Cow::Owned(text.replace(mount.as_str(), "")),
             None => text,
         };
         digest.update(path.as_bytes());

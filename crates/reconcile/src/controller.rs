@@ -233,22 +233,21 @@ pub fn observe(objects: &Objects, namespaces: &BTreeSet<String>) -> Observed {
 /// controller replaces its pods at its own pace and under its own update strategy.
 async fn restart(client: &Client, report: &WorkloadReport, at: Timestamp) -> Result<(), kube::Error> {
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at.to_string()}}}}});
-    let params = PatchParams::default();
-    let (ns, name) = (report.namespace.as_str(), report.name.as_str());
     match report.kind {
-        Kind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        Kind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        Kind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(client.clone(), ns).patch(name, &params, &Patch::Merge(&patch)).await.map(drop)
-        }
+        Kind::Deployment => patch_workload::<Deployment>(client, report, &patch).await,
+        Kind::StatefulSet => patch_workload::<StatefulSet>(client, report, &patch).await,
+        Kind::DaemonSet => patch_workload::<DaemonSet>(client, report, &patch).await,
         Kind::ReplicaSet | Kind::Job | Kind::Pod => Ok(()),
     }
+}
+
+async fn patch_workload<K>(client: &Client, report: &WorkloadReport, patch: &Value) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client.clone(), &report.namespace);
+    api.patch(&report.name, &PatchParams::default(), &Patch::Merge(patch)).await.map(drop)
 }
 
 fn reference(report: &WorkloadReport) -> ObjectReference {
