@@ -80,10 +80,10 @@ fn e2e(test_args: &[String]) -> anyhow::Result<()> {
     )
 }
 
-/// All benchmarks, or one part: `engine`, `cli` or `load`.
+/// All benchmarks, or one part (see `PARTS`).
 fn bench(part: Option<&str>) -> anyhow::Result<()> {
     let all = part.is_none();
-    const PARTS: [&str; 7] = ["engine", "instructions", "cli", "load", "h2", "memory", "proxy-init"];
+    const PARTS: [&str; 8] = ["engine", "instructions", "cli", "load", "h2", "memory", "proxy-init", "fleet"];
     if let Some(other) = part.filter(|p| !PARTS.contains(p)) {
         bail!("unknown benchmark {other:?}; parts: {}", PARTS.join(", "));
     }
@@ -111,6 +111,12 @@ fn bench(part: Option<&str>) -> anyhow::Result<()> {
     }
     if all || part == Some("proxy-init") {
         proxy_init_bench()?;
+    }
+    if all || part == Some("fleet") {
+        // The reconciler's convergence of a fail-open fleet is an end-to-end scenario of several
+        // minutes, so it is an ignored e2e test that only this runs.
+        let name = "reconcile::fleet_of_a_thousand_pods_admitted_fail_open_converges";
+        e2e(&["--".into(), "--ignored".into(), "--exact".into(), name.into(), "--nocapture".into()])?;
     }
     Ok(())
 }

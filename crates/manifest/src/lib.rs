@@ -5,6 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod edit;
+
+use std::ops::Range;
+
 use serde_json::Value;
 
 /// One document of a stream.
@@ -14,9 +18,24 @@ pub struct Document<'a> {
     pub index: usize,
     /// First line of the document in the stream, from 1.
     pub line: usize,
-    /// The document's original text.
+    /// The document's original text, a slice of the stream's.
     pub text: &'a str,
     pub value: Value,
+    pub syntax: Syntax,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Yaml,
+    Json,
+}
+
+impl Document<'_> {
+    /// Where the document's text lies in `stream`, the text it was read from.
+    pub fn range_in(&self, stream: &str) -> Range<usize> {
+        let start = (self.text.as_ptr() as usize).saturating_sub(stream.as_ptr() as usize).min(stream.len());
+        start..(start + self.text.len()).min(stream.len())
+    }
 }
 
 /// A document that is not valid YAML or JSON.
@@ -42,18 +61,21 @@ pub fn documents(text: &str) -> Box<dyn Iterator<Item = Result<Document<'_>, Par
         return Box::new(documents.into_iter().map(Ok));
     }
     let mut index = 0;
-    Box::new(split_yaml(text).filter_map(move |(line, chunk)| {
-        let options = serde_saphyr::options! { legacy_octal_numbers: true };
-        let parsed: Result<Vec<Value>, _> = serde_saphyr::from_multiple_with_options(chunk, options);
-        match parsed {
-            Err(e) => Some(Err(ParseError { index: index + 1, line, message: relocate(&e.to_string(), line) })),
-            Ok(values) => {
-                let value = values.into_iter().find(|v| !v.is_null())?;
-                index += 1;
-                Some(Ok(Document { index, line, text: chunk, value }))
-            }
+    Box::new(split_yaml(text).filter_map(move |(line, chunk)| match read_yaml(chunk) {
+        Err(e) => Some(Err(ParseError { index: index + 1, line, message: relocate(&e.to_string(), line) })),
+        Ok(value) => {
+            let value = value?;
+            index += 1;
+            Some(Ok(Document { index, line, text: chunk, value, syntax: Syntax::Yaml }))
         }
     }))
+}
+
+/// One YAML document as Kubernetes reads it (`None` if it holds nothing).
+fn read_yaml(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
+    let options = serde_saphyr::options! { legacy_octal_numbers: true };
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)?;
+    Ok(values.into_iter().find(|v| !v.is_null()))
 }
 
 /// JSON input (one value or several concatenated). `None` when the text is not JSON, so the YAML
@@ -72,7 +94,7 @@ fn parse_json_stream(text: &str) -> Option<Vec<Document<'_>>> {
         let chunk = text[start..end].trim();
         let first_char = start + (text[start..end].len() - text[start..end].trim_start().len());
         let line = text[..first_char].matches('\n').count() + 1;
-        documents.push(Document { index: documents.len() + 1, line, text: chunk, value });
+        documents.push(Document { index: documents.len() + 1, line, text: chunk, value, syntax: Syntax::Json });
         start = end;
     }
     Some(documents)
@@ -183,6 +205,48 @@ impl Format {
             }
             Format::Json => self.write_document(&document.value, out),
         }
+    }
+}
+
+/// A YAML stream written back with some documents changed: each changed document is edited in
+/// place ([`edit`]), or rewritten whole where that is not possible; everything else, including
+/// the text between documents, stays as it was.
+pub struct InPlace<'s> {
+    stream: &'s str,
+    out: String,
+    copied_to: usize,
+}
+
+impl<'s> InPlace<'s> {
+    pub fn new(stream: &'s str) -> InPlace<'s> {
+        InPlace { stream, out: String::with_capacity(stream.len()), copied_to: 0 }
+    }
+
+    /// Replaces `document` (read from this stream) by `value`. Returns why it had to be
+    /// rewritten whole, if it had to.
+    pub fn change(&mut self, document: &Document<'_>, value: &Value) -> Result<Option<edit::EditError>, EmitError> {
+        let range = document.range_in(self.stream);
+        let read = |text: &str| read_yaml(text).ok().flatten();
+        let (text, rewritten) = match edit::edit_document(document.text, &document.value, value, read) {
+            Ok(text) => (text, None),
+            Err(why) => {
+                let mut text = to_yaml(value)?;
+                // After `--- ` on the marker's line, a block document starts on its own line.
+                if range.start > 0 && !self.stream[..range.start].ends_with('\n') {
+                    text.insert(0, '\n');
+                }
+                (text, Some(why))
+            }
+        };
+        self.out.push_str(&self.stream[self.copied_to..range.start]);
+        self.out.push_str(&text);
+        self.copied_to = range.end;
+        Ok(rewritten)
+    }
+
+    pub fn finish(mut self) -> String {
+        self.out.push_str(&self.stream[self.copied_to..]);
+        self.out
     }
 }
 

@@ -293,6 +293,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) -> Resul
             },
         };
         metrics.leader.set(i64::from(leading));
+        let mut wait = config.resync;
         match config.source.load(&client, &config.control_plane_ns).await {
             Err(error) => {
                 metrics.config_errors.inc();
@@ -302,16 +303,18 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) -> Resul
                 let observed = observe(&stores.objects(), &config.namespaces);
                 let plan = plan::plan(&injector, &observed, &config.limits, &memory, Timestamp::now());
                 metrics.observe(&plan);
-                if last_logged.as_ref() != Some(&plan) {
+                // A held restart's countdown is not a change worth a log line.
+                if last_logged.as_ref().map(|p| &p.workloads) != Some(&plan.workloads) {
                     log_plan(&plan, leading, config.dry_run);
                     last_logged = Some(plan.clone());
                 }
                 if leading && !config.dry_run {
                     act(&client, &recorder, &plan, &mut memory, &metrics).await;
+                    wait = plan.next_restart_in.map_or(wait, |next| next.min(wait));
                 }
             }
         }
-        let _ = tokio::time::timeout(config.resync, changed.notified()).await;
+        let _ = tokio::time::timeout(wait, changed.notified()).await;
     }
 }
 

@@ -190,6 +190,10 @@ pub struct WorkloadReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub workloads: Vec<WorkloadReport>,
+    /// When a restart held only by `--min-interval` may go ahead: nothing else may change in the
+    /// meantime, so the loop must wake by itself.
+    #[serde(skip)]
+    pub next_restart_in: Option<Duration>,
 }
 
 impl Plan {
@@ -350,8 +354,8 @@ pub fn plan(injector: &Injector, observed: &Observed, limits: &Limits, memory: &
             step,
         });
     }
-    pace(&mut reports, observed, limits, memory.last_restart, now);
-    Plan { workloads: reports }
+    let next_restart_in = pace(&mut reports, observed, limits, memory.last_restart, now);
+    Plan { workloads: reports, next_restart_in }
 }
 
 /// Whether this workload may be restarted now, leaving the rate limits to [`pace`].
@@ -410,17 +414,19 @@ fn pace(
     limits: &Limits,
     last_restart: Option<Timestamp>,
     now: Timestamp,
-) {
+) -> Option<Duration> {
     let rolling = observed.workloads.iter().filter(|w| w.kind.restartable() && w.rollout.is_some()).count();
     let mut slots = limits.max_rolling.saturating_sub(rolling);
     let wait = last_restart
         .map(|at| limits.min_interval.saturating_sub(Duration::try_from(now.duration_since(at)).unwrap_or_default()));
     let mut next_allowed = wait.filter(|w| !w.is_zero());
+    let mut wake = None;
     for report in reports.iter_mut() {
         let Step::Restart(why) = &report.step else { continue };
         let held = if slots == 0 {
             Some(format!("{why}; {rolling} workloads rolling, at most {} at once", limits.max_rolling))
         } else {
+            wake = wake.or(next_allowed);
             next_allowed.map(|w| {
                 format!("{why}; next restart in {}s (one every {})", w.as_secs().max(1), seconds(limits.min_interval))
             })
@@ -434,4 +440,5 @@ fn pace(
             next_allowed = Some(limits.min_interval);
         }
     }
+    wake
 }

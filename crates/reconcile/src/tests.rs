@@ -228,10 +228,14 @@ fn at_most_max_rolling_workloads_roll_and_one_restart_per_interval() {
     let plan = plan::plan(&injector, &observed, &paced, &Memory::default(), now());
     assert_eq!(plan.restarts().count(), 1);
     assert!(matches!(&plan.workloads[1].step, Step::Held(why) if why.contains("next restart in 10s (one every 10s)")));
+    assert_eq!(plan.next_restart_in, Some(Duration::from_secs(10)), "the loop wakes when the next may go");
     let memory = Memory { last_restart: Some(now() - SignedDuration::from_secs(3)), ..Memory::default() };
     let plan = plan::plan(&injector, &observed, &paced, &memory, now());
     assert_eq!(plan.restarts().count(), 0);
     assert!(matches!(&plan.workloads[0].step, Step::Held(why) if why.contains("next restart in 7s")));
+    assert_eq!(plan.next_restart_in, Some(Duration::from_secs(7)));
+    let rolling_only = plan::plan(&injector, &objects.observe(), &LIMITS, &Memory::default(), now());
+    assert_eq!(rolling_only.next_restart_in, None, "a rollout's end is a change the watch sees");
 }
 
 #[test]

@@ -294,3 +294,81 @@ async fn of_two_replicas_only_the_lease_holder_restarts() {
         .collect();
     assert_eq!(acted, BTreeSet::from([holder.as_str()]), "only the holder acted");
 }
+
+/// The fleet benchmark (`cargo xtask bench fleet`, figures in BENCHMARKS.md): 100 Deployments of
+/// 10 pods admitted fail-open, then the webhook and one reconciler with the default limits, until
+/// no pod is without the proxy. Each Deployment is restarted once, and only once.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark of about 17 minutes; run by `cargo xtask bench fleet`"]
+async fn fleet_of_a_thousand_pods_admitted_fail_open_converges() {
+    const DEPLOYMENTS: usize = 100;
+    const REPLICAS: u32 = 10;
+    let client = client().await;
+    let ns = "fleet";
+    namespace(&client, "fleet", ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let port = free_port();
+    register(&client, "fleet", &format!("https://127.0.0.1:{port}/"), &Pki::new().ca_pem, ErrorPolicy::Admit).await;
+    let created = Instant::now();
+    for index in 0..DEPLOYMENTS {
+        create_deployment(&client, ns, &format!("app-{index:03}"), REPLICAS).await;
+    }
+    let total = DEPLOYMENTS * REPLICAS as usize;
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let live = || async {
+        let pods = api.list(&ListParams::default()).await.unwrap().items;
+        pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect::<Vec<_>>()
+    };
+    while live().await.len() < total {
+        assert!(created.elapsed() < Duration::from_secs(600), "the controllers did not create {total} pods");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("fleet: {total} pods created fail-open in {:.0} s", created.elapsed().as_secs_f64());
+    assert!(live().await.iter().all(|p| !is_injected(p)), "admitted without the proxy");
+
+    let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
+    register(&client, "fleet", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
+    wait_until_active(&client, ns).await;
+    // The default limits, and the default resync.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut reconciler = command(&webhook, &["reconcile", "--no-leader-election", "--namespace", ns])
+        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port()), "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut reported = 0;
+    loop {
+        let pods = live().await;
+        let unmeshed = pods.iter().filter(|p| !is_injected(p)).count();
+        let meshed = pods.len() - unmeshed;
+        if meshed * 10 / total > reported {
+            reported = meshed * 10 / total;
+            println!("fleet: {meshed} of {total} pods meshed after {:.0} s", started.elapsed().as_secs_f64());
+        }
+        if unmeshed == 0 && pods.len() == total {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2400), "{unmeshed} pods unmeshed after 40 minutes");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = reconciler.kill();
+    let _ = reconciler.wait();
+    let events = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items;
+    let restarted: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ProxyRestart"))
+        .filter_map(|e| e.involved_object.name.as_deref())
+        .collect();
+    assert_eq!(restarted.len(), DEPLOYMENTS, "every Deployment has its restart Event");
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(logs.matches("\"message\":\"restarted\"").count(), DEPLOYMENTS, "none restarted twice:\n{logs}");
+    println!(
+        "fleet: 0 of {total} pods unmeshed {:.0} s after the reconciler started ({DEPLOYMENTS} restarts, \
+         {:.1} s apart on average)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() / DEPLOYMENTS as f64
+    );
+}
