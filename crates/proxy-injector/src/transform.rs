@@ -11,7 +11,7 @@ use inject::config::AnnotationSet;
 use inject::uninject::{Purpose, uninject};
 use inject::workload::Workload;
 use inject::{Action, Injector, Origin, Request};
-use manifest::{Document, Format};
+use manifest::{Document, Format, Syntax};
 use serde_json::Value;
 
 use crate::cluster::ClusterArgs;
@@ -62,6 +62,7 @@ fn parse_values(text: &str) -> anyhow::Result<Value> {
     Ok(documents.into_iter().next().map(|d| d.value).unwrap_or(Value::Null))
 }
 
+/// How rendered objects are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Yaml,
@@ -77,6 +78,29 @@ impl From<OutputFormat> for Format {
     }
 }
 
+/// How `inject` and `uninject` write what they changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestOutput {
+    /// YAML input edited in place (JSON input written as YAML)
+    Yaml,
+    Json,
+    /// A kustomization `patches:` list: per changed object, its target and the JSON 6902 patch
+    /// that makes the change
+    Patch,
+}
+
+/// How the output is written, and whether it is only compared with the input.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: ManifestOutput,
+    /// Write nothing: exit 0 if every input is already what this command would output, else
+    /// print a unified diff per input and exit 1 (for pre-commit hooks and CI)
+    #[arg(long, conflicts_with = "output")]
+    pub check: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct InjectArgs {
     /// Files, directories, - for standard input, or https:// URLs
@@ -84,9 +108,8 @@ pub struct InjectArgs {
     /// Add the proxy containers to the output instead of the inject annotation
     #[arg(long)]
     pub manual: bool,
-    /// Output format
-    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]
@@ -97,9 +120,8 @@ pub struct InjectArgs {
 pub struct UninjectArgs {
     /// Files, directories, - for standard input, or https:// URLs
     pub inputs: Vec<String>,
-    /// Output format
-    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
-    pub output: OutputFormat,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// One document's result: the value to write (`None`: write the original text) and the report.
@@ -108,28 +130,25 @@ struct Transformed {
     entries: Vec<Entry>,
 }
 
-/// Runs `f` on every input and writes each input's output only if all its documents succeeded.
-/// Returns whether every input succeeded.
+/// Runs `transform` on every input and writes each input's output only if all its documents
+/// succeeded (with `--check`, compares it with the input instead). Returns whether every input
+/// succeeded (and, with `--check`, was unchanged).
 fn run_inputs(
     inputs: &[Input],
-    format: Format,
+    output: &OutputArgs,
     mut transform: impl FnMut(&Value) -> Result<Transformed, String>,
     report: impl Fn(&[Entry]) -> String,
 ) -> anyhow::Result<bool> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    for input in inputs {
-        let mut output = String::new();
+    let mut unchanged = true;
+    for (position, input) in inputs.iter().enumerate() {
+        let mut results = Vec::new();
         let mut errors = Vec::new();
-        let mut entries = Vec::new();
         for document in manifest::documents(&input.text) {
             let document = document.with_context(|| input.name.clone())?;
             match transform(&document.value) {
-                Ok(done) => {
-                    write_document(format, &document, done.value.as_ref(), &mut output)
-                        .with_context(|| describe(input, &document))?;
-                    entries.extend(done.entries);
-                }
+                Ok(done) => results.push((document, done)),
                 Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
             }
         }
@@ -139,24 +158,95 @@ fn run_inputs(
             eprintln!("{message}");
             return Ok(false);
         }
-        stdout.write_all(output.as_bytes())?;
+        let written = match output.output {
+            ManifestOutput::Patch => patches(&results)?,
+            format => write_stream(input, format, &results)?,
+        };
+        if output.check {
+            if written != input.text {
+                unchanged = false;
+                let diff = similar::TextDiff::from_lines(&input.text, &written);
+                let name = &input.name;
+                write!(stdout, "{}", diff.unified_diff().header(name, &format!("{name} (expected)")))?;
+            }
+            continue;
+        }
+        // One stream from several inputs: each YAML input starts a new document.
+        if position > 0 && output.output != ManifestOutput::Json && !written.starts_with("---") {
+            stdout.write_all(b"---\n")?;
+        }
+        stdout.write_all(written.as_bytes())?;
+        if !written.ends_with('\n') {
+            stdout.write_all(b"\n")?;
+        }
         stdout.flush()?;
+        let entries: Vec<Entry> = results.into_iter().flat_map(|(_, done)| done.entries).collect();
         eprint!("{}", report(&entries));
     }
-    Ok(true)
+    Ok(unchanged)
 }
 
-fn write_document(
-    format: Format,
-    document: &Document<'_>,
-    value: Option<&Value>,
-    out: &mut String,
-) -> anyhow::Result<()> {
-    match value {
-        Some(value) => format.write_document(value, out)?,
-        None => format.write_unchanged(document, out)?,
+/// The output stream: YAML input edited in place, anything else written document by document.
+fn write_stream(
+    input: &Input,
+    format: ManifestOutput,
+    results: &[(Document<'_>, Transformed)],
+) -> anyhow::Result<String> {
+    let in_place = format == ManifestOutput::Yaml && results.iter().all(|(d, _)| d.syntax == Syntax::Yaml);
+    if in_place {
+        let mut stream = manifest::InPlace::new(&input.text);
+        for (document, done) in results {
+            let Some(value) = &done.value else { continue };
+            let rewritten = stream.change(document, value).with_context(|| describe(input, document))?;
+            if let Some(why) = rewritten {
+                eprintln!("{}: rewritten whole ({why})", describe(input, document));
+            }
+        }
+        return Ok(stream.finish());
     }
-    Ok(())
+    let format = if format == ManifestOutput::Json { Format::Json } else { Format::Yaml };
+    let mut out = String::new();
+    for (document, done) in results {
+        match &done.value {
+            Some(value) => format.write_document(value, &mut out),
+            None => format.write_unchanged(document, &mut out),
+        }
+        .with_context(|| describe(input, document))?;
+    }
+    Ok(out)
+}
+
+/// `-o patch`: the changed objects as a kustomization's `patches:` entries.
+fn patches(results: &[(Document<'_>, Transformed)]) -> anyhow::Result<String> {
+    let mut entries = Vec::new();
+    for (document, done) in results {
+        let Some(value) = &done.value else { continue };
+        let pairs: Vec<(&Value, &Value)> = match (document.value.get("items"), value.get("items")) {
+            (Some(Value::Array(old)), Some(Value::Array(new))) if is_list(value) => old.iter().zip(new).collect(),
+            _ => vec![(&document.value, value)],
+        };
+        for (old, new) in pairs.into_iter().filter(|(old, new)| old != new) {
+            let operations = serde_json::to_value(json_patch::diff(old, new))?;
+            entries.push(serde_json::json!({"target": target(old), "patch": manifest::to_yaml(&operations)?}));
+        }
+    }
+    Ok(manifest::to_yaml(&serde_json::json!({"patches": entries}))?)
+}
+
+fn is_list(value: &Value) -> bool {
+    value.get("kind") == Some(&"List".into())
+}
+
+/// A kustomize patch target naming exactly this object.
+fn target(object: &Value) -> Value {
+    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let mut target = serde_json::json!({"group": group, "version": version, "kind": object["kind"],
+        "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null)});
+    if let Some(namespace) = object.pointer("/metadata/namespace") {
+        target["namespace"] = namespace.clone();
+    }
+    target
 }
 
 /// `<input>: document N (kind/name)`.
@@ -207,7 +297,7 @@ pub fn inject(args: &InjectArgs, cluster: &ClusterArgs, control_plane_ns: &str, 
     let context = InjectContext { injector: &injector, policy: &policy, overrides: &overrides, manual: args.manual };
     run_inputs(
         &inputs,
-        args.output.into(),
+        &args.output,
         |value| each_object(value, |object| inject_object(&context, object)),
         |entries| report::inject_report(entries, verbose),
     )
@@ -278,7 +368,7 @@ pub fn uninject_command(args: &UninjectArgs) -> anyhow::Result<bool> {
     let inputs = input::read_all(&args.inputs)?;
     run_inputs(
         &inputs,
-        args.output.into(),
+        &args.output,
         |value| {
             each_object(value, |object| {
                 let mut clean = object.clone();

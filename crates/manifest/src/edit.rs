@@ -1,0 +1,690 @@
+//! Format-preserving edits of one YAML document: given the value it was read as and the value it
+//! must become, change only the text of what differs. Comments, blank lines, quoting, flow style,
+//! key order, anchors and aliases of everything else stay byte for byte; added keys and list items
+//! follow the document's own indentation and line endings.
+//!
+//! The edits come from a span tree built from the parser's events, walked beside the two values.
+//! Where a difference cannot be edited locally (a key that does not start its line, a merge key,
+//! an unusual layout) the smallest enclosing node is rewritten instead. Aliases are never edited
+//! through: an alias whose value changes is replaced by an expanded copy, and when an anchored
+//! node changes, the aliases that point to it are expanded to the value they had, so nothing
+//! another user of the anchor sees changes. The result is read back and compared with the wanted
+//! value, so an edit that would change anything else is refused rather than written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use granit_parser::{Event, Parser, ScalarStyle, Span, StructureStyle};
+use serde_json::{Map, Value};
+
+/// Why a document could not be edited in place (the caller rewrites it whole instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot edit in place: {0}")]
+pub struct EditError(String);
+
+fn unsupported<T>(why: impl Into<String>) -> Result<T, EditError> {
+    Err(EditError(why.into()))
+}
+
+#[derive(Debug)]
+struct Node {
+    /// Where the node's text starts and where its content ends (trailing blank lines and the
+    /// next line's indentation that the parser counts into block scalars are left out).
+    range: Range<usize>,
+    anchor: usize,
+    shape: Shape,
+}
+
+impl Entry {
+    /// Where the entry's text ends: an empty value (`key:`) has an empty span that may sit on a
+    /// later line, so the key ends it.
+    fn end(&self) -> usize {
+        if self.value.range.is_empty() { self.key_range.end } else { self.value.range.end }
+    }
+
+    fn colon(&self, text: &str) -> Result<usize, EditError> {
+        let after = self.key_range.end;
+        text[after..].find(':').map(|c| after + c).map_or_else(|| unsupported("a key without a colon"), Ok)
+    }
+}
+
+#[derive(Debug)]
+enum Shape {
+    Map { flow: bool, entries: Vec<Entry> },
+    Seq { flow: bool, items: Vec<Node> },
+    Scalar,
+    Alias(usize),
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    key_range: Range<usize>,
+    /// The key's column, as the parser reports it for block mappings.
+    column: Option<usize>,
+    value: Node,
+}
+
+fn byte_range(span: &Span) -> Result<Range<usize>, EditError> {
+    span.byte_range().map_or_else(|| unsupported("the parser gave no byte offsets"), Ok)
+}
+
+/// Builds the span tree of the single document in `text`.
+fn tree(text: &str) -> Result<Node, EditError> {
+    let mut events = Parser::new_from_str(text).filter(|e| !matches!(e, Ok((Event::Comment(..), _))));
+    let mut next = || -> Result<(Event<'_>, Span), EditError> {
+        match events.next() {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => unsupported(e.to_string()),
+            None => unsupported("the document ended early"),
+        }
+    };
+    let mut root = None;
+    loop {
+        let (event, span) = next()?;
+        match event {
+            Event::StreamStart | Event::DocumentStart(..) => {}
+            Event::DocumentEnd if root.is_some() => break,
+            Event::StreamEnd | Event::DocumentEnd => return unsupported("no document"),
+            _ if root.is_some() => return unsupported("more than one document"),
+            event => root = Some(node(text, event, span, &mut next)?),
+        }
+    }
+    root.map_or_else(|| unsupported("no document"), Ok)
+}
+
+fn node<'t>(
+    text: &'t str,
+    event: Event<'t>,
+    span: Span,
+    next: &mut impl FnMut() -> Result<(Event<'t>, Span), EditError>,
+) -> Result<Node, EditError> {
+    let start = byte_range(&span)?;
+    let node = match event {
+        Event::Scalar(_, style, anchor, _) => {
+            let mut end = start.end;
+            if matches!(style, ScalarStyle::Literal | ScalarStyle::Folded) {
+                end = start.start + text[start.clone()].trim_end().len();
+            }
+            Node { range: start.start..end, anchor, shape: Shape::Scalar }
+        }
+        Event::Alias(id) => Node { range: start, anchor: 0, shape: Shape::Alias(id) },
+        Event::SequenceStart(style, anchor, _) => {
+            let mut items = Vec::new();
+            let end = loop {
+                let (event, span) = next()?;
+                if let Event::SequenceEnd = event {
+                    break byte_range(&span)?.end;
+                }
+                items.push(node(text, event, span, next)?);
+            };
+            let flow = style == StructureStyle::Flow;
+            let end = if flow { end } else { items.last().map_or(start.end, |i| i.range.end) };
+            Node { range: start.start..end, anchor, shape: Shape::Seq { flow, items } }
+        }
+        Event::MappingStart(style, anchor, _) => {
+            let mut entries = Vec::new();
+            let end = loop {
+                let (event, span) = next()?;
+                if let Event::MappingEnd = event {
+                    break byte_range(&span)?.end;
+                }
+                let column = span.indent;
+                let Event::Scalar(key, ..) = &event else { return unsupported("a key that is not a scalar") };
+                let key = key.to_string();
+                let key_range = byte_range(&span)?;
+                let (event, span) = next()?;
+                let value = node(text, event, span, next)?;
+                entries.push(Entry { key, key_range, column, value });
+            };
+            let flow = style == StructureStyle::Flow;
+            let end = if flow { end } else { entries.last().map_or(start.end, Entry::end) };
+            Node { range: start.start..end, anchor, shape: Shape::Map { flow, entries } }
+        }
+        other => return unsupported(format!("unexpected {other:?}")),
+    };
+    Ok(node)
+}
+
+/// How the document lays out what we add: indentation, list indentation, line endings.
+struct Style {
+    step: usize,
+    /// Columns between a key and the dashes of its block list (0: `key:\n- a`, 2: `key:\n  - a`).
+    list_offset: usize,
+    newline: &'static str,
+}
+
+impl Style {
+    fn of(text: &str, root: &Node) -> Style {
+        let (mut step, mut list_offset) = (None, None);
+        observe_style(text, root, &mut step, &mut list_offset);
+        let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        Style { step: step.unwrap_or(2), list_offset: list_offset.unwrap_or(0), newline }
+    }
+}
+
+fn observe_style(text: &str, node: &Node, step: &mut Option<usize>, list_offset: &mut Option<usize>) {
+    match &node.shape {
+        Shape::Map { flow: false, entries } => {
+            for entry in entries {
+                let parent = entry.column.unwrap_or_else(|| column(text, entry.key_range.start));
+                match &entry.value.shape {
+                    Shape::Map { flow: false, entries: children } if step.is_none() => {
+                        if let Some(child) = children.first() {
+                            let child = child.column.unwrap_or_else(|| column(text, child.key_range.start));
+                            *step = child.checked_sub(parent).filter(|s| *s > 0);
+                        }
+                    }
+                    Shape::Seq { flow: false, items } if list_offset.is_none() => {
+                        if let Some(dash) = items.first().and_then(|i| dash(text, i.range.start)) {
+                            *list_offset = column(text, dash).checked_sub(parent);
+                        }
+                    }
+                    _ => {}
+                }
+                observe_style(text, &entry.value, step, list_offset);
+            }
+        }
+        Shape::Seq { items, .. } => items.iter().for_each(|i| observe_style(text, i, step, list_offset)),
+        _ => {}
+    }
+}
+
+fn line_start(text: &str, at: usize) -> usize {
+    text[..at].rfind('\n').map_or(0, |n| n + 1)
+}
+
+/// The position after the line break ending the line that holds `at - 1` (the end of the text
+/// if that line has none).
+fn line_end(text: &str, at: usize) -> usize {
+    let from = at.saturating_sub(1);
+    text[from..].find('\n').map_or(text.len(), |n| from + n + 1)
+}
+
+fn column(text: &str, at: usize) -> usize {
+    text[line_start(text, at)..at].chars().count()
+}
+
+/// The `-` introducing the block list item that starts at `item`, if only blanks precede it on
+/// its line (else the item cannot be removed or placed by lines).
+fn dash(text: &str, item: usize) -> Option<usize> {
+    let before = text[..item].trim_end_matches([' ', '\t', '\r', '\n']);
+    let dash = before.len().checked_sub(1).filter(|d| before.as_bytes()[*d] == b'-')?;
+    text[line_start(text, dash)..dash].chars().all(|c| c == ' ').then_some(dash)
+}
+
+/// Where a node sits, which decides how a replacement is written.
+#[derive(Clone, Copy)]
+enum Place {
+    Root,
+    /// The value of a block mapping key at `column`, after the colon at `colon`.
+    Value {
+        column: usize,
+        colon: usize,
+    },
+    /// A block list item whose dash is at `column`.
+    Item {
+        column: usize,
+    },
+    Flow,
+}
+
+struct Edit {
+    range: Range<usize>,
+    text: String,
+}
+
+struct Editor<'a> {
+    text: &'a str,
+    style: Style,
+    edits: Vec<Edit>,
+    /// Anchors of the nodes being walked, outermost first.
+    path_anchors: Vec<usize>,
+    /// Anchors whose node (or something inside it) was edited.
+    changed_anchors: BTreeSet<usize>,
+}
+
+impl Editor<'_> {
+    fn push(&mut self, range: Range<usize>, text: String) {
+        self.changed_anchors.extend(self.path_anchors.iter().copied().filter(|a| *a != 0));
+        self.edits.push(Edit { range, text });
+    }
+
+    /// Edits `node` (read as `old`) so that it reads as `new`, or rewrites it where a local edit
+    /// is not possible.
+    fn change(&mut self, node: &Node, place: Place, old: &Value, new: &Value) -> Result<(), EditError> {
+        if old == new {
+            return Ok(());
+        }
+        self.path_anchors.push(node.anchor);
+        let mark = self.edits.len();
+        let changed = self.changed_anchors.clone();
+        let local = self.change_inside(node, old, new);
+        if local.is_err() {
+            self.edits.truncate(mark);
+            self.changed_anchors = changed;
+            self.replace(node, place, new)?;
+        }
+        self.path_anchors.pop();
+        Ok(())
+    }
+
+    fn change_inside(&mut self, node: &Node, old: &Value, new: &Value) -> Result<(), EditError> {
+        match (&node.shape, old, new) {
+            (Shape::Map { flow: false, entries }, Value::Object(old), Value::Object(new)) if !new.is_empty() => {
+                self.change_map(entries, old, new)
+            }
+            (Shape::Seq { flow: false, items }, Value::Array(old), Value::Array(new)) if !new.is_empty() => {
+                self.change_list(items, old, new)
+            }
+            _ => unsupported("rewritten whole"),
+        }
+    }
+
+    fn change_map(
+        &mut self,
+        entries: &[Entry],
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+    ) -> Result<(), EditError> {
+        let text = self.text;
+        let mut seen = BTreeSet::new();
+        for entry in entries {
+            if entry.key == "<<" || !seen.insert(entry.key.as_str()) {
+                return unsupported("a merge key or a repeated key");
+            }
+            let old_value = old.get(&entry.key).map_or_else(|| unsupported("a key the reader did not keep"), Ok)?;
+            let key_start = entry.key_range.start;
+            let colon = entry.colon(text)?;
+            let column = column(text, key_start);
+            match new.get(&entry.key) {
+                Some(new_value) => self.change(&entry.value, Place::Value { column, colon }, old_value, new_value)?,
+                None => {
+                    if !text[line_start(text, key_start)..key_start].chars().all(|c| c == ' ') {
+                        return unsupported("a removed key that does not start its line");
+                    }
+                    let end = line_end(text, entry.end());
+                    self.push(line_start(text, key_start)..end, String::new());
+                }
+            }
+        }
+        let added: Vec<(&String, &Value)> = new.iter().filter(|(k, _)| !old.contains_key(*k)).collect();
+        if let (Some(last), false) = (entries.last(), added.is_empty()) {
+            let column = column(text, entries[0].key_range.start);
+            let at = line_end(text, last.end());
+            let mut insert = String::new();
+            if !text[..at].ends_with('\n') {
+                insert.push_str(self.style.newline);
+            }
+            for (key, value) in added {
+                let mut entry = Map::new();
+                entry.insert(key.clone(), value.clone());
+                insert.push_str(&self.block(&Value::Object(entry), column));
+            }
+            self.push(at..at, insert);
+        }
+        Ok(())
+    }
+
+    fn change_list(&mut self, items: &[Node], old: &[Value], new: &[Value]) -> Result<(), EditError> {
+        let text = self.text;
+        let dashes: Vec<usize> = items
+            .iter()
+            .map(|i| dash(text, i.range.start))
+            .collect::<Option<_>>()
+            .map_or_else(|| unsupported("a list item that does not start its line"), Ok)?;
+        let column = column(text, dashes[0]);
+        let mut next_old = 0;
+        let mut pending: Vec<&Value> = Vec::new();
+        for wanted in new {
+            let found = (next_old..old.len()).find(|k| same_item(&old[*k], wanted));
+            let Some(found) = found else {
+                pending.push(wanted);
+                continue;
+            };
+            for removed in next_old..found {
+                self.push(line_start(text, dashes[removed])..line_end(text, items[removed].range.end), String::new());
+            }
+            if !pending.is_empty() {
+                let at = line_start(text, dashes[found]);
+                let insert = self.items(&pending, column, false);
+                self.push(at..at, insert);
+                pending.clear();
+            }
+            self.change(&items[found], Place::Item { column }, &old[found], wanted)?;
+            next_old = found + 1;
+        }
+        for removed in next_old..old.len() {
+            self.push(line_start(text, dashes[removed])..line_end(text, items[removed].range.end), String::new());
+        }
+        if !pending.is_empty() {
+            let at = line_end(text, items.last().map_or(0, |i| i.range.end));
+            let insert = self.items(&pending, column, !text[..at].ends_with('\n'));
+            self.push(at..at, insert);
+        }
+        Ok(())
+    }
+
+    fn items(&self, values: &[&Value], column: usize, newline_first: bool) -> String {
+        let list = Value::Array(values.iter().map(|v| (*v).clone()).collect());
+        let block = self.block(&list, column);
+        if newline_first { format!("{}{block}", self.style.newline) } else { block }
+    }
+
+    /// Rewrites `node` as `new`, in the notation its place calls for.
+    fn replace(&mut self, node: &Node, place: Place, new: &Value) -> Result<(), EditError> {
+        let collection =
+            matches!(new, Value::Object(m) if !m.is_empty()) || matches!(new, Value::Array(a) if !a.is_empty());
+        let flow = matches!(node.shape, Shape::Map { flow: true, .. } | Shape::Seq { flow: true, .. });
+        let inline = || if flow || !collection { Some(inline(new)) } else { None };
+        match place {
+            Place::Flow => {
+                let text = serde_json::to_string(new).expect("a JSON value always serializes");
+                self.push(node.range.clone(), text);
+            }
+            Place::Value { column, colon } => {
+                // An empty value (`key:`) has an empty span that may sit on a later line.
+                let end = if node.range.is_empty() { colon + 1 } else { node.range.end };
+                let text = match inline() {
+                    Some(text) => format!(" {text}"),
+                    None => {
+                        let indent = column + if new.is_array() { self.style.list_offset } else { self.style.step };
+                        let block = self.block(new, indent);
+                        format!("{}{}", self.style.newline, block.trim_end_matches(['\n', '\r']))
+                    }
+                };
+                self.push(colon + 1..end, text);
+            }
+            Place::Item { column } => {
+                let text = match inline() {
+                    Some(text) => text,
+                    None => self.block(new, column + 2).trim_start().trim_end_matches(['\n', '\r']).to_string(),
+                };
+                self.push(node.range.clone(), text);
+            }
+            Place::Root => {
+                let text = match inline() {
+                    Some(text) => text,
+                    None => self.block(new, 0).trim_end_matches(['\n', '\r']).to_string(),
+                };
+                self.push(node.range.clone(), text);
+            }
+        }
+        Ok(())
+    }
+
+    /// `value` (a mapping or list) as block YAML whose lines start at `indent`, each ending with
+    /// the document's line break.
+    fn block(&self, value: &Value, indent: usize) -> String {
+        let pad = " ".repeat(indent);
+        let newline = self.style.newline;
+        let mut out = String::new();
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    out.push_str(&pad);
+                    out.push_str(&scalar(&Value::String(key.clone())));
+                    out.push(':');
+                    match value {
+                        Value::Object(m) if !m.is_empty() => {
+                            out.push_str(newline);
+                            out.push_str(&self.block(value, indent + self.style.step));
+                        }
+                        Value::Array(a) if !a.is_empty() => {
+                            out.push_str(newline);
+                            out.push_str(&self.block(value, indent + self.style.list_offset));
+                        }
+                        _ => {
+                            out.push(' ');
+                            out.push_str(&inline(value));
+                            out.push_str(newline);
+                        }
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    let nested = matches!(item, Value::Object(m) if !m.is_empty())
+                        || matches!(item, Value::Array(a) if !a.is_empty());
+                    if nested {
+                        let block = self.block(item, indent + 2);
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&block[indent + 2..]);
+                    } else {
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&inline(item));
+                        out.push_str(newline);
+                    }
+                }
+            }
+            scalar_value => {
+                out.push_str(&pad);
+                out.push_str(&inline(scalar_value));
+                out.push_str(newline);
+            }
+        }
+        out
+    }
+}
+
+/// Items are the same list entry when they are equal or name the same thing (containers,
+/// volumes, env vars), so a changed container is edited rather than replaced.
+fn same_item(old: &Value, new: &Value) -> bool {
+    match (old.get("name"), new.get("name")) {
+        (Some(a), Some(b)) => a == b,
+        _ => old == new,
+    }
+}
+
+/// A value on one line: scalars as YAML, collections in flow notation (JSON, which YAML reads).
+fn inline(value: &Value) -> String {
+    match value {
+        Value::Object(_) | Value::Array(_) => serde_json::to_string(value).expect("a JSON value always serializes"),
+        scalar_value => scalar(scalar_value),
+    }
+}
+
+/// A scalar as our YAML writer quotes it, on one line (JSON's double quotes where it would need
+/// more than one).
+fn scalar(value: &Value) -> String {
+    let written = crate::to_yaml(value).unwrap_or_default();
+    let written = written.strip_suffix('\n').unwrap_or(&written);
+    if written.is_empty() || written.contains('\n') {
+        serde_json::to_string(value).expect("a JSON value always serializes")
+    } else {
+        written.to_string()
+    }
+}
+
+/// Every alias with the value it reads as, by the anchor it points to.
+fn aliases<'n>(
+    node: &'n Node,
+    value: &Value,
+    place: Place,
+    text: &str,
+    found: &mut BTreeMap<usize, Vec<(&'n Node, Place, Value)>>,
+) {
+    match (&node.shape, value) {
+        (Shape::Alias(id), _) => found.entry(*id).or_default().push((node, place, value.clone())),
+        (Shape::Map { flow, entries }, Value::Object(map)) => {
+            for entry in entries {
+                let Some(value) = map.get(&entry.key) else { continue };
+                let place = match entry.colon(text) {
+                    Ok(colon) if !flow => Place::Value { column: column(text, entry.key_range.start), colon },
+                    _ => Place::Flow,
+                };
+                aliases(&entry.value, value, place, text, found);
+            }
+        }
+        (Shape::Seq { flow, items }, Value::Array(values)) => {
+            for (item, value) in items.iter().zip(values) {
+                let place = match dash(text, item.range.start) {
+                    Some(dash) if !flow => Place::Item { column: column(text, dash) },
+                    _ => Place::Flow,
+                };
+                aliases(item, value, place, text, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text` (one YAML document, read as `old`) edited so that it reads as `new`. `read` is the
+/// reader the stream uses, to check the result.
+pub fn edit_document(
+    text: &str,
+    old: &Value,
+    new: &Value,
+    read: impl Fn(&str) -> Option<Value>,
+) -> Result<String, EditError> {
+    let root = tree(text)?;
+    let mut editor = Editor {
+        text,
+        style: Style::of(text, &root),
+        edits: Vec::new(),
+        path_anchors: Vec::new(),
+        changed_anchors: BTreeSet::new(),
+    };
+    editor.change(&root, Place::Root, old, new)?;
+    if !editor.changed_anchors.is_empty() {
+        let mut found = BTreeMap::new();
+        aliases(&root, old, Place::Root, text, &mut found);
+        for anchor in editor.changed_anchors.clone() {
+            for (alias, place, value) in found.remove(&anchor).unwrap_or_default() {
+                editor.replace(alias, place, &value)?;
+            }
+        }
+    }
+    let mut edits = editor.edits;
+    edits.sort_by_key(|e| (e.range.start, e.range.end));
+    let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
+    let mut at = 0;
+    for edit in &edits {
+        if edit.range.start < at {
+            return unsupported("overlapping edits");
+        }
+        out.push_str(&text[at..edit.range.start]);
+        out.push_str(&edit.text);
+        at = edit.range.end;
+    }
+    out.push_str(&text[at..]);
+    match read(&out) {
+        Some(value) if value == *new => Ok(out),
+        _ => unsupported("the edited text does not read back as the wanted value"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(text: &str) -> Option<Value> {
+        crate::read_yaml(text).ok().flatten()
+    }
+
+    /// `text` edited to read as `change` applied to what it reads as.
+    fn edited(text: &str, change: impl FnOnce(&mut Value)) -> String {
+        let old = read(text).unwrap();
+        let mut new = old.clone();
+        change(&mut new);
+        edit_document(text, &old, &new, read).unwrap()
+    }
+
+    #[test]
+    fn an_added_key_changes_one_line_and_keeps_comments_anchors_and_quoting() {
+        let text = "# a web server\nmetadata:\n  name: 'web'   # the name\n  labels: &labels\n    app: web\nspec:\n  replicas: 3   # scaled by HPA\n  template:\n    metadata:\n      labels: *labels\n\n    spec: {}\n";
+        let out = edited(text, |v| {
+            v["spec"]["template"]["metadata"]["annotations"] = json!({"linkerd.io/inject": "enabled"})
+        });
+        assert_eq!(
+            out,
+            text.replace(
+                "      labels: *labels\n",
+                "      labels: *labels\n      annotations:\n        linkerd.io/inject: enabled\n"
+            )
+        );
+    }
+
+    #[test]
+    fn list_items_follow_the_lists_indentation() {
+        let text = "containers:\n  - name: app   # the app\n    image: nginx\nvolumes:\n  - name: data\n";
+        let out = edited(text, |v| {
+            v["containers"].as_array_mut().unwrap().insert(0, json!({"name": "proxy", "ports": [1, 2]}));
+            v["volumes"].as_array_mut().unwrap().push(json!({"name": "id", "emptyDir": {}}));
+        });
+        assert_eq!(
+            out,
+            "containers:\n  - name: proxy\n    ports:\n      - 1\n      - 2\n  - name: app   # the app\n    image: nginx\nvolumes:\n  - name: data\n  - name: id\n    emptyDir: {}\n"
+        );
+    }
+
+    #[test]
+    fn removed_keys_and_items_take_their_lines_only() {
+        let text = "a:\n  keep: 1   # kept\n  drop: 2\nl:\n- name: x\n  v: 1\n- name: y   # stays\n";
+        let out = edited(text, |v| {
+            v["a"].as_object_mut().unwrap().remove("drop");
+            v["l"].as_array_mut().unwrap().remove(0);
+        });
+        assert_eq!(out, "a:\n  keep: 1   # kept\nl:\n- name: y   # stays\n");
+    }
+
+    #[test]
+    fn an_alias_whose_value_changes_becomes_a_copy_and_the_anchor_stays() {
+        let text = "a: &x\n  k: v\nb: *x\n";
+        let out = edited(text, |v| v["b"]["size"] = json!(1));
+        assert_eq!(out, "a: &x\n  k: v\nb:\n  k: v\n  size: 1\n");
+    }
+
+    #[test]
+    fn when_an_anchored_node_changes_its_aliases_keep_the_old_value() {
+        let text = "a: &x\n  k: v\nb: *x\nc: [*x]\n";
+        let out = edited(text, |v| v["a"]["size"] = json!(1));
+        assert_eq!(out, "a: &x\n  k: v\n  size: 1\nb:\n  k: v\nc: [{\"k\":\"v\"}]\n");
+    }
+
+    #[test]
+    fn flow_collections_stay_flow_and_scalars_keep_yaml_quoting() {
+        let text = "m: {a: b}   # flow\nn: x\n";
+        let out = edited(text, |v| {
+            v["m"]["c"] = json!("on");
+            v["n"] = json!("true");
+        });
+        assert_eq!(out, "m: {\"a\":\"b\",\"c\":\"on\"}   # flow\nn: \"true\"\n");
+        assert_eq!(read(&out).unwrap()["n"], "true");
+    }
+
+    #[test]
+    fn crlf_documents_get_crlf_lines() {
+        let text = "a:\r\n  b: 1\r\n";
+        let out = edited(text, |v| v["a"]["c"] = json!({"d": 2}));
+        assert_eq!(out, "a:\r\n  b: 1\r\n  c:\r\n    d: 2\r\n");
+    }
+
+    #[test]
+    fn a_key_after_a_block_scalar_keeps_the_scalar() {
+        let text = "a:\n  script: |\n    echo hi\n\n  # trailing\nb: 1\n";
+        let out = edited(text, |v| v["a"]["x"] = json!("y"));
+        assert_eq!(read(&out).unwrap()["a"], json!({"script": "echo hi\n", "x": "y"}));
+        assert!(out.starts_with("a:\n  script: |\n    echo hi\n"), "{out}");
+        assert!(out.ends_with("b: 1\n"), "{out}");
+    }
+
+    #[test]
+    fn an_empty_value_becomes_a_block() {
+        let text = "metadata:\n  annotations:\n  name: x\n";
+        let out = edited(text, |v| v["metadata"]["annotations"] = json!({"a": "b"}));
+        assert_eq!(out, "metadata:\n  annotations:\n    a: b\n  name: x\n");
+    }
+
+    #[test]
+    fn a_change_it_cannot_make_locally_rewrites_only_the_enclosing_node() {
+        let text = "l:\n- name: a   # first\n  x: 1\nother: 1   # untouched\n";
+        let out = edited(text, |v| {
+            v["l"][0].as_object_mut().unwrap().remove("name");
+        });
+        assert_eq!(out, "l:\n- x: 1\nother: 1   # untouched\n");
+    }
+}
