@@ -143,12 +143,17 @@ fn run_inputs(
     let mut stdout = std::io::stdout().lock();
     let mut unchanged = true;
     for (position, input) in inputs.iter().enumerate() {
-        let mut results = Vec::new();
+        let mut writer = None;
         let mut errors = Vec::new();
+        let mut entries = Vec::new();
         for document in manifest::documents(&input.text) {
             let document = document.with_context(|| input.name.clone())?;
             match transform(&document.value) {
-                Ok(done) => results.push((document, done)),
+                Ok(done) => {
+                    let writer = writer.get_or_insert_with(|| Writer::new(output.output, &document, &input.text));
+                    writer.add(&document, done.value.as_ref()).with_context(|| describe(input, &document))?;
+                    entries.extend(done.entries);
+                }
                 Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
             }
         }
@@ -158,9 +163,14 @@ fn run_inputs(
             eprintln!("{message}");
             return Ok(false);
         }
-        let written = match output.output {
-            ManifestOutput::Patch => patches(&results)?,
-            format => write_stream(input, format, &results)?,
+        let written = match writer {
+            Some(writer) => writer.finish(input)?,
+            // Nothing but comments and markers.
+            None => match output.output {
+                ManifestOutput::Yaml => input.text.clone(),
+                ManifestOutput::Json => String::new(),
+                ManifestOutput::Patch => Writer::Patches(Vec::new()).finish(input)?,
+            },
         };
         if output.check {
             if written != input.text {
@@ -176,61 +186,76 @@ fn run_inputs(
             stdout.write_all(b"---\n")?;
         }
         stdout.write_all(written.as_bytes())?;
-        if !written.ends_with('\n') {
+        if !written.is_empty() && !written.ends_with('\n') {
             stdout.write_all(b"\n")?;
         }
         stdout.flush()?;
-        let entries: Vec<Entry> = results.into_iter().flat_map(|(_, done)| done.entries).collect();
         eprint!("{}", report(&entries));
     }
     Ok(unchanged)
 }
 
-/// The output stream: YAML input edited in place, anything else written document by document.
-fn write_stream(
-    input: &Input,
-    format: ManifestOutput,
-    results: &[(Document<'_>, Transformed)],
-) -> anyhow::Result<String> {
-    let in_place = format == ManifestOutput::Yaml && results.iter().all(|(d, _)| d.syntax == Syntax::Yaml);
-    if in_place {
-        let mut stream = manifest::InPlace::new(&input.text);
-        for (document, done) in results {
-            let Some(value) = &done.value else { continue };
-            let rewritten = stream.change(document, value).with_context(|| describe(input, document))?;
-            if let Some(why) = rewritten {
-                eprintln!("{}: rewritten whole ({why})", describe(input, document));
-            }
-        }
-        return Ok(stream.finish());
-    }
-    let format = if format == ManifestOutput::Json { Format::Json } else { Format::Yaml };
-    let mut out = String::new();
-    for (document, done) in results {
-        match &done.value {
-            Some(value) => format.write_document(value, &mut out),
-            None => format.write_unchanged(document, &mut out),
-        }
-        .with_context(|| describe(input, document))?;
-    }
-    Ok(out)
+/// Builds one input's output as its documents are transformed, so no more than one document is
+/// held parsed at a time.
+enum Writer<'s> {
+    /// YAML input: changed documents edited in place.
+    InPlace { stream: manifest::InPlace<'s>, rewritten: Vec<String> },
+    /// JSON input, or `-o json`: every document written out.
+    Documents { format: Format, out: String },
+    /// `-o patch`: a kustomize patch per changed object.
+    Patches(Vec<Value>),
 }
 
-/// `-o patch`: the changed objects as a kustomization's `patches:` entries.
-fn patches(results: &[(Document<'_>, Transformed)]) -> anyhow::Result<String> {
-    let mut entries = Vec::new();
-    for (document, done) in results {
-        let Some(value) = &done.value else { continue };
-        let pairs: Vec<(&Value, &Value)> = match (document.value.get("items"), value.get("items")) {
-            (Some(Value::Array(old)), Some(Value::Array(new))) if is_list(value) => old.iter().zip(new).collect(),
-            _ => vec![(&document.value, value)],
-        };
-        for (old, new) in pairs.into_iter().filter(|(old, new)| old != new) {
-            let operations = serde_json::to_value(json_patch::diff(old, new))?;
-            entries.push(serde_json::json!({"target": target(old), "patch": manifest::to_yaml(&operations)?}));
+impl<'s> Writer<'s> {
+    fn new(output: ManifestOutput, first: &Document<'_>, stream: &'s str) -> Writer<'s> {
+        match output {
+            ManifestOutput::Patch => Writer::Patches(Vec::new()),
+            ManifestOutput::Yaml if first.syntax == Syntax::Yaml => {
+                Writer::InPlace { stream: manifest::InPlace::new(stream), rewritten: Vec::new() }
+            }
+            ManifestOutput::Yaml => Writer::Documents { format: Format::Yaml, out: String::new() },
+            ManifestOutput::Json => Writer::Documents { format: Format::Json, out: String::new() },
         }
     }
-    Ok(manifest::to_yaml(&serde_json::json!({"patches": entries}))?)
+
+    fn add(&mut self, document: &Document<'_>, value: Option<&Value>) -> anyhow::Result<()> {
+        match (self, value) {
+            (Writer::InPlace { .. } | Writer::Patches(_), None) => {}
+            (Writer::InPlace { stream, rewritten }, Some(value)) => {
+                if let Some(why) = stream.change(document, value)? {
+                    rewritten.push(format!("document {}: rewritten whole ({why})", document.index));
+                }
+            }
+            (Writer::Documents { format, out }, Some(value)) => format.write_document(value, out)?,
+            (Writer::Documents { format, out }, None) => format.write_unchanged(document, out)?,
+            (Writer::Patches(entries), Some(value)) => {
+                let pairs: Vec<(&Value, &Value)> = match (document.value.get("items"), value.get("items")) {
+                    (Some(Value::Array(old)), Some(Value::Array(new))) if is_list(value) => {
+                        old.iter().zip(new).collect()
+                    }
+                    _ => vec![(&document.value, value)],
+                };
+                for (old, new) in pairs.into_iter().filter(|(old, new)| old != new) {
+                    let operations = serde_json::to_value(json_patch::diff(old, new))?;
+                    entries.push(serde_json::json!({"target": target(old), "patch": manifest::to_yaml(&operations)?}));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, input: &Input) -> anyhow::Result<String> {
+        Ok(match self {
+            Writer::InPlace { stream, rewritten } => {
+                for note in rewritten {
+                    eprintln!("{}: {note}", input.name);
+                }
+                stream.finish()
+            }
+            Writer::Documents { out, .. } => out,
+            Writer::Patches(entries) => manifest::to_yaml(&serde_json::json!({"patches": entries}))?,
+        })
+    }
 }
 
 fn is_list(value: &Value) -> bool {
