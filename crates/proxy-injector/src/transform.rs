@@ -1,7 +1,6 @@
 //! `inject` and `uninject`: text transforms of manifest streams, sharing the engine with the
 //! webhook.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -143,35 +142,17 @@ fn run_inputs(
     let mut stdout = std::io::stdout().lock();
     let mut unchanged = true;
     for (position, input) in inputs.iter().enumerate() {
-        let mut writer = None;
-        let mut errors = Vec::new();
-        let mut entries = Vec::new();
-        for document in manifest::documents(&input.text) {
-            let document = document.with_context(|| input.name.clone())?;
-            match transform(&document.value) {
-                Ok(done) => {
-                    let writer = writer.get_or_insert_with(|| Writer::new(output.output, &document, &input.text));
-                    writer.add(&document, done.value.as_ref()).with_context(|| describe(input, &document))?;
-                    entries.extend(done.entries);
+        let Transformation { written, entries, rewritten } =
+            match transform_input(input, output.output, &mut transform)? {
+                Ok(done) => done,
+                Err(errors) => {
+                    eprintln!("Error transforming resources:\n{}", errors.join("\n"));
+                    return Ok(false);
                 }
-                Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
-            }
+            };
+        for note in rewritten {
+            eprintln!("{}: {note}", input.name);
         }
-        if !errors.is_empty() {
-            let mut message = String::from("Error transforming resources:\n");
-            let _ = write!(message, "{}", errors.join("\n"));
-            eprintln!("{message}");
-            return Ok(false);
-        }
-        let written = match writer {
-            Some(writer) => writer.finish(input)?,
-            // Nothing but comments and markers.
-            None => match output.output {
-                ManifestOutput::Yaml => input.text.clone(),
-                ManifestOutput::Json => String::new(),
-                ManifestOutput::Patch => Writer::Patches(Vec::new()).finish(input)?,
-            },
-        };
         if output.check {
             if written != input.text {
                 unchanged = false;
@@ -195,6 +176,42 @@ fn run_inputs(
     Ok(unchanged)
 }
 
+/// One input's output, what to report of it, and the documents that had to be rewritten whole.
+struct Transformation {
+    written: String,
+    entries: Vec<Entry>,
+    rewritten: Vec<String>,
+}
+
+/// Transforms every document of `input`: its output, or every document's error.
+fn transform_input(
+    input: &Input,
+    output: ManifestOutput,
+    transform: &mut impl FnMut(&Value) -> Result<Transformed, String>,
+) -> anyhow::Result<Result<Transformation, Vec<String>>> {
+    let mut writer = None;
+    let mut errors = Vec::new();
+    let mut entries = Vec::new();
+    for document in manifest::documents(&input.text) {
+        let document = document.with_context(|| input.name.clone())?;
+        match transform(&document.value) {
+            Ok(done) => {
+                let writer = writer.get_or_insert_with(|| Writer::new(output, document.syntax, &input.text));
+                writer.add(&document, done.value.as_ref()).with_context(|| describe(input, &document))?;
+                entries.extend(done.entries);
+            }
+            Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    // Without documents (nothing but comments and markers) YAML is kept as it is.
+    let writer = writer.unwrap_or_else(|| Writer::new(output, Syntax::Yaml, &input.text));
+    let (written, rewritten) = writer.finish()?;
+    Ok(Ok(Transformation { written, entries, rewritten }))
+}
+
 /// Builds one input's output as its documents are transformed, so no more than one document is
 /// held parsed at a time.
 enum Writer<'s> {
@@ -207,10 +224,10 @@ enum Writer<'s> {
 }
 
 impl<'s> Writer<'s> {
-    fn new(output: ManifestOutput, first: &Document<'_>, stream: &'s str) -> Writer<'s> {
+    fn new(output: ManifestOutput, syntax: Syntax, stream: &'s str) -> Writer<'s> {
         match output {
             ManifestOutput::Patch => Writer::Patches(Vec::new()),
-            ManifestOutput::Yaml if first.syntax == Syntax::Yaml => {
+            ManifestOutput::Yaml if syntax == Syntax::Yaml => {
                 Writer::InPlace { stream: manifest::InPlace::new(stream), rewritten: Vec::new() }
             }
             ManifestOutput::Yaml => Writer::Documents { format: Format::Yaml, out: String::new() },
@@ -244,16 +261,12 @@ impl<'s> Writer<'s> {
         Ok(())
     }
 
-    fn finish(self, input: &Input) -> anyhow::Result<String> {
+    /// The output, and which documents had to be rewritten whole.
+    fn finish(self) -> anyhow::Result<(String, Vec<String>)> {
         Ok(match self {
-            Writer::InPlace { stream, rewritten } => {
-                for note in rewritten {
-                    eprintln!("{}: {note}", input.name);
-                }
-                stream.finish()
-            }
-            Writer::Documents { out, .. } => out,
-            Writer::Patches(entries) => manifest::to_yaml(&serde_json::json!({"patches": entries}))?,
+            Writer::InPlace { stream, rewritten } => (stream.finish(), rewritten),
+            Writer::Documents { out, .. } => (out, Vec::new()),
+            Writer::Patches(entries) => (manifest::to_yaml(&serde_json::json!({"patches": entries}))?, Vec::new()),
         })
     }
 }
@@ -409,4 +422,176 @@ pub fn uninject_command(args: &UninjectArgs) -> anyhow::Result<bool> {
         },
         report::uninject_report,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// How a generated manifest is written: what a team's own conventions might be.
+    #[derive(Debug, Clone)]
+    struct Layout {
+        step: usize,
+        indented_lists: bool,
+        crlf: bool,
+        quote: usize,
+        flow_ports: bool,
+        containers: usize,
+        env: usize,
+        template_annotations: bool,
+        comments: bool,
+        service: bool,
+        end_marker: bool,
+    }
+
+    fn layout() -> impl Strategy<Value = Layout> {
+        (
+            prop_oneof![Just(2usize), Just(4)],
+            any::<bool>(),
+            any::<bool>(),
+            0..3usize,
+            any::<bool>(),
+            1..4usize,
+            0..3usize,
+            (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(|(step, indented_lists, crlf, quote, flow_ports, containers, env, flags)| Layout {
+                step,
+                indented_lists,
+                crlf,
+                quote,
+                flow_ports,
+                containers,
+                env,
+                template_annotations: flags.0,
+                comments: flags.1,
+                service: flags.2,
+                end_marker: flags.3,
+            })
+    }
+
+    /// A Deployment (and maybe a Service) written in `layout`.
+    fn manifest(layout: &Layout) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        let pad = |level: usize| " ".repeat(level * layout.step);
+        let dash = |level: usize| if layout.indented_lists { pad(level + 1) } else { pad(level) };
+        let comment = |text: &str| if layout.comments { format!("   # {text}") } else { String::new() };
+        if layout.comments {
+            lines.push("# generated by a team's templates".into());
+        }
+        lines.push("apiVersion: apps/v1".into());
+        lines.push("kind: Deployment".into());
+        lines.push("metadata:".into());
+        lines.push(format!("{}name: web{}", pad(1), comment("the name")));
+        lines.push(format!("{}labels: &labels", pad(1)));
+        lines.push(format!("{}app: web", pad(2)));
+        if layout.comments {
+            lines.push(String::new());
+        }
+        lines.push("spec:".into());
+        lines.push(format!("{}replicas: 3{}", pad(1), comment("scaled by HPA")));
+        lines.push(format!("{}selector:", pad(1)));
+        lines.push(format!("{}matchLabels: *labels", pad(2)));
+        lines.push(format!("{}template:", pad(1)));
+        lines.push(format!("{}metadata:", pad(2)));
+        lines.push(format!("{}labels:", pad(3)));
+        lines.push(format!("{}app: web", pad(4)));
+        if layout.template_annotations {
+            lines.push(format!("{}annotations:", pad(3)));
+            lines.push(format!("{}example.com/owner: \"team-a\"{}", pad(4), comment("who to call")));
+        }
+        lines.push(format!("{}spec:", pad(2)));
+        lines.push(format!("{}containers:", pad(3)));
+        for index in 0..layout.containers {
+            let image = ["app:v1".to_string(), "'app:v1'".into(), "\"app:v1\"".into()][layout.quote].clone();
+            let item = dash(3);
+            let inner = format!("{item}  ");
+            lines.push(format!("{item}- name: app-{index}{}", comment("a container")));
+            lines.push(format!("{inner}image: {image}"));
+            if layout.flow_ports {
+                lines.push(format!("{inner}ports: [{{containerPort: {}}}]", 8080 + index));
+            } else {
+                lines.push(format!("{inner}ports:"));
+                let port_dash = if layout.indented_lists { format!("{inner}  ") } else { inner.clone() };
+                lines.push(format!("{port_dash}- containerPort: {}", 8080 + index));
+            }
+            if layout.env > 0 {
+                lines.push(format!("{inner}env:"));
+                let env_dash = if layout.indented_lists { format!("{inner}  ") } else { inner.clone() };
+                for variable in 0..layout.env {
+                    lines.push(format!("{env_dash}- name: SETTING_{variable}"));
+                    lines.push(format!("{env_dash}  value: 'on'"));
+                }
+            }
+        }
+        if layout.end_marker {
+            lines.push("...".into());
+        }
+        if layout.service {
+            lines.push("---".into());
+            lines.push("apiVersion: v1".into());
+            lines.push("kind: Service".into());
+            lines.push("metadata: {name: web}".into());
+            lines.push("spec:".into());
+            lines.push(format!("{}ports: [{{port: 80}}]", pad(1)));
+        }
+        let newline = if layout.crlf { "\r\n" } else { "\n" };
+        lines.iter().map(|l| format!("{l}{newline}")).collect()
+    }
+
+    fn injector() -> Injector {
+        let values = include_str!("../../../examples/values.yaml");
+        let document = inject::values::ValuesDocument::default().merge(parse_values(values).unwrap()).unwrap();
+        Injector::new(document, "linkerd").unwrap()
+    }
+
+    fn run(
+        text: &str,
+        output: ManifestOutput,
+        mut transform: impl FnMut(&Value) -> Result<Transformed, String>,
+    ) -> Transformation {
+        let input = Input { name: "generated.yaml".into(), text: text.into() };
+        transform_input(&input, output, &mut transform).unwrap().unwrap()
+    }
+
+    fn uninjected(value: &Value) -> Result<Transformed, String> {
+        each_object(value, |object| {
+            let mut clean = object.clone();
+            let changed = uninject(&mut clean, Purpose::Uninject);
+            Ok(Transformed { value: changed.then_some(clean), entries: Vec::new() })
+        })
+    }
+
+    fn values(text: &str) -> Vec<Value> {
+        manifest::parse_stream(text).unwrap().into_iter().map(|d| d.value).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// In place, the output reads exactly as the re-serialized output does, and uninject gives
+        /// back the input byte for byte.
+        #[test]
+        fn in_place_edits_mean_what_rewriting_means_and_uninject_restores_the_bytes(
+            layout in layout(),
+            manual in any::<bool>(),
+        ) {
+            let injector = injector();
+            let policy = Policy::from_values(&injector.values().values).unwrap();
+            let overrides = AnnotationSet::default();
+            let context = InjectContext { injector: &injector, policy: &policy, overrides: &overrides, manual };
+            let text = manifest(&layout);
+            let inject = |value: &Value| each_object(value, |object| inject_object(&context, object));
+            let edited = run(&text, ManifestOutput::Yaml, inject);
+            prop_assert!(edited.rewritten.is_empty(), "{:?}", edited.rewritten);
+            prop_assert_ne!(&edited.written, &text, "injection changed something");
+            let rewritten = run(&text, ManifestOutput::Json, inject);
+            prop_assert_eq!(values(&edited.written), values(&rewritten.written));
+            let restored = run(&edited.written, ManifestOutput::Yaml, uninjected);
+            prop_assert!(restored.rewritten.is_empty(), "{:?}", restored.rewritten);
+            prop_assert_eq!(&restored.written, &text);
+        }
+    }
 }
