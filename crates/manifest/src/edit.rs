@@ -165,12 +165,14 @@ impl Style {
 
 fn observe_style(text: &str, node: &Node, step: &mut Option<usize>, list_offset: &mut Option<usize>) {
     match &node.shape {
-        Shape::Map { flow: false, entries } => {
+        Shape::Map { entries, .. } => {
             for entry in entries {
                 let parent = entry.column.unwrap_or_else(|| column(text, entry.key_range.start));
                 match &entry.value.shape {
-                    Shape::Map { flow: false, entries: children } if step.is_none() => {
-                        if let Some(child) = children.first() {
+                    Shape::Map { entries: children, .. } if step.is_none() => {
+                        let on_its_own_line =
+                            |child: &Entry| text[entry.key_range.end..child.key_range.start].contains('\n');
+                        if let Some(child) = children.first().filter(|c| on_its_own_line(c)) {
                             let child = child.column.unwrap_or_else(|| column(text, child.key_range.start));
                             *step = child.checked_sub(parent).filter(|s| *s > 0);
                         }
@@ -226,7 +228,11 @@ enum Place {
     Item {
         column: usize,
     },
-    Flow,
+    /// Inside a flow collection (or JSON); `column` if the element starts its own line, so a
+    /// collection written there is spread over lines as its neighbours are.
+    Flow {
+        column: Option<usize>,
+    },
 }
 
 struct Edit {
@@ -276,6 +282,12 @@ impl Editor<'_> {
             }
             (Shape::Seq { flow: false, items }, Value::Array(old), Value::Array(new)) if !new.is_empty() => {
                 self.change_list(items, old, new)
+            }
+            (Shape::Map { flow: true, entries }, Value::Object(old), Value::Object(new)) if !entries.is_empty() => {
+                self.change_flow_map(node, entries, old, new)
+            }
+            (Shape::Seq { flow: true, items }, Value::Array(old), Value::Array(new)) if !items.is_empty() => {
+                self.change_flow_list(node, items, old, new)
             }
             _ => unsupported("rewritten whole"),
         }
@@ -365,6 +377,134 @@ impl Editor<'_> {
         Ok(())
     }
 
+    fn change_flow_map(
+        &mut self,
+        node: &Node,
+        entries: &[Entry],
+        old: &Map<String, Value>,
+        new: &Map<String, Value>,
+    ) -> Result<(), EditError> {
+        let text = self.text;
+        let spans: Vec<Range<usize>> = entries.iter().map(|e| e.key_range.start..e.end()).collect();
+        let mut removed = Vec::with_capacity(entries.len());
+        let mut seen = BTreeSet::new();
+        for entry in entries {
+            if entry.key == "<<" || !seen.insert(entry.key.as_str()) {
+                return unsupported("a merge key or a repeated key");
+            }
+            let old_value = old.get(&entry.key).map_or_else(|| unsupported("a key the reader did not keep"), Ok)?;
+            removed.push(!new.contains_key(&entry.key));
+            if let Some(new_value) = new.get(&entry.key) {
+                let place = Place::Flow { column: own_line_column(text, entry.key_range.start) };
+                self.change(&entry.value, place, old_value, new_value)?;
+            }
+        }
+        self.remove_flow(&spans, &removed)?;
+        let added: Vec<(&String, &Value)> = new.iter().filter(|(k, _)| !old.contains_key(*k)).collect();
+        if let Some(last) = entries.last().filter(|_| !added.is_empty()) {
+            let separator = self.flow_separator(node, &spans);
+            let column = own_line_column(text, last.key_range.start);
+            let colon = last.colon(text)?;
+            let between = if last.value.range.is_empty() { ": " } else { &text[colon..last.value.range.start] };
+            let mut insert = String::new();
+            for (key, value) in added {
+                insert.push(',');
+                insert.push_str(&separator);
+                insert.push_str(&json(&Value::String(key.clone())));
+                insert.push_str(between);
+                insert.push_str(&self.flow_value(value, column));
+            }
+            self.push(last.end()..last.end(), insert);
+        }
+        Ok(())
+    }
+
+    fn change_flow_list(&mut self, node: &Node, items: &[Node], old: &[Value], new: &[Value]) -> Result<(), EditError> {
+        let text = self.text;
+        let spans: Vec<Range<usize>> = items.iter().map(|i| i.range.clone()).collect();
+        let separator = self.flow_separator(node, &spans);
+        let column = own_line_column(text, spans[0].start);
+        let mut removed = vec![false; items.len()];
+        let mut next_old = 0;
+        let mut pending: Vec<&Value> = Vec::new();
+        for wanted in new {
+            let Some(found) = (next_old..old.len()).find(|k| same_item(&old[*k], wanted)) else {
+                pending.push(wanted);
+                continue;
+            };
+            removed[next_old..found].iter_mut().for_each(|r| *r = true);
+            if !pending.is_empty() {
+                let insert: String =
+                    pending.drain(..).map(|v| format!("{},{separator}", self.flow_value(v, column))).collect();
+                self.push(spans[found].start..spans[found].start, insert);
+            }
+            self.change(&items[found], Place::Flow { column }, &old[found], wanted)?;
+            next_old = found + 1;
+        }
+        removed[next_old..].iter_mut().for_each(|r| *r = true);
+        if removed.iter().all(|r| *r) {
+            return unsupported("every item removed");
+        }
+        self.remove_flow(&spans, &removed)?;
+        if !pending.is_empty() {
+            let end = spans[spans.len() - 1].end;
+            let insert: String =
+                pending.iter().map(|v| format!(",{separator}{}", self.flow_value(v, column))).collect();
+            self.push(end..end, insert);
+        }
+        Ok(())
+    }
+
+    /// Removes runs of elements of a flow collection with their commas: after a kept element,
+    /// from its end; at the start, up to the next kept element.
+    fn remove_flow(&mut self, spans: &[Range<usize>], removed: &[bool]) -> Result<(), EditError> {
+        let mut index = 0;
+        while index < spans.len() {
+            if !removed[index] {
+                index += 1;
+                continue;
+            }
+            let run_end = (index..spans.len()).find(|i| !removed[*i]).unwrap_or(spans.len());
+            match (index.checked_sub(1), spans.get(run_end)) {
+                (Some(kept), _) => self.push(spans[kept].end..spans[run_end - 1].end, String::new()),
+                (None, Some(next)) => self.push(spans[0].start..next.start, String::new()),
+                (None, None) => return unsupported("every element removed"),
+            }
+            index = run_end;
+        }
+        Ok(())
+    }
+
+    /// What follows a comma between elements of this flow collection: its neighbours' spacing.
+    fn flow_separator(&self, node: &Node, spans: &[Range<usize>]) -> String {
+        let text = self.text;
+        let between = match spans {
+            [.., before, last] => &text[before.end..last.start],
+            [first] => &text[node.range.start + 1..first.start],
+            [] => "",
+        };
+        let after_comma = between.rsplit_once(',').map_or(between, |(_, after)| after);
+        if after_comma.is_empty() && !between.contains(',') { " ".into() } else { after_comma.into() }
+    }
+
+    /// A value inside a flow collection, as JSON: spread over lines at `column` when its
+    /// neighbours are, else on one line.
+    fn flow_value(&self, value: &Value, column: Option<usize>) -> String {
+        let collection =
+            matches!(value, Value::Object(m) if !m.is_empty()) || matches!(value, Value::Array(a) if !a.is_empty());
+        let Some(column) = column.filter(|_| collection) else { return json(value) };
+        let indent = " ".repeat(self.style.step);
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+        let mut bytes = Vec::new();
+        let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
+        if serde::Serialize::serialize(value, &mut serializer).is_err() {
+            return json(value);
+        }
+        let pretty = String::from_utf8(bytes).unwrap_or_else(|_| json(value));
+        let line_break = format!("{}{}", self.style.newline, " ".repeat(column));
+        pretty.replace('\n', &line_break)
+    }
+
     fn items(&self, values: &[&Value], column: usize, newline_first: bool) -> String {
         let list = Value::Array(values.iter().map(|v| (*v).clone()).collect());
         let block = self.block(&list, column);
@@ -378,8 +518,8 @@ impl Editor<'_> {
         let flow = matches!(node.shape, Shape::Map { flow: true, .. } | Shape::Seq { flow: true, .. });
         let inline = || if flow || !collection { Some(inline(new)) } else { None };
         match place {
-            Place::Flow => {
-                let text = serde_json::to_string(new).expect("a JSON value always serializes");
+            Place::Flow { column } => {
+                let text = self.flow_value(new, column);
                 self.push(node.range.clone(), text);
             }
             Place::Value { column, colon } => {
@@ -478,6 +618,15 @@ fn same_item(old: &Value, new: &Value) -> bool {
     }
 }
 
+fn json(value: &Value) -> String {
+    serde_json::to_string(value).expect("a JSON value always serializes")
+}
+
+/// The element's column, if it is the first thing on its line.
+fn own_line_column(text: &str, at: usize) -> Option<usize> {
+    text[line_start(text, at)..at].chars().all(|c| c == ' ' || c == '\t').then(|| column(text, at))
+}
+
 /// A value on one line: scalars as YAML, collections in flow notation (JSON, which YAML reads).
 fn inline(value: &Value) -> String {
     match value {
@@ -513,7 +662,7 @@ fn aliases<'n>(
                 let Some(value) = map.get(&entry.key) else { continue };
                 let place = match entry.colon(text) {
                     Ok(colon) if !flow => Place::Value { column: column(text, entry.key_range.start), colon },
-                    _ => Place::Flow,
+                    _ => Place::Flow { column: own_line_column(text, entry.key_range.start) },
                 };
                 aliases(&entry.value, value, place, text, found);
             }
@@ -522,7 +671,7 @@ fn aliases<'n>(
             for (item, value) in items.iter().zip(values) {
                 let place = match dash(text, item.range.start) {
                     Some(dash) if !flow => Place::Item { column: column(text, dash) },
-                    _ => Place::Flow,
+                    _ => Place::Flow { column: own_line_column(text, item.range.start) },
                 };
                 aliases(item, value, place, text, found);
             }
@@ -652,7 +801,7 @@ mod tests {
             v["m"]["c"] = json!("on");
             v["n"] = json!("true");
         });
-        assert_eq!(out, "m: {\"a\":\"b\",\"c\":\"on\"}   # flow\nn: \"true\"\n");
+        assert_eq!(out, "m: {a: b, \"c\": \"on\"}   # flow\nn: \"true\"\n");
         assert_eq!(read(&out).unwrap()["n"], "true");
     }
 
@@ -686,5 +835,28 @@ mod tests {
             v["l"][0].as_object_mut().unwrap().remove("name");
         });
         assert_eq!(out, "l:\n- x: 1\nother: 1   # untouched\n");
+    }
+
+    #[test]
+    fn json_keeps_its_layout_where_keys_and_items_are_added_or_removed() {
+        let text = "{\n  \"metadata\": {\"name\": \"web\", \"labels\": {\"a\": \"1\"}},\n  \"list\": [\n    1,\n    2\n  ],\n  \"spec\": {\n    \"x\": 1\n  }\n}";
+        let out = edited(text, |v| {
+            v["metadata"].as_object_mut().unwrap().remove("name");
+            v["list"].as_array_mut().unwrap().push(json!({"name": "c"}));
+            v["spec"]["y"] = json!({"z": [true]});
+        });
+        assert_eq!(
+            out,
+            "{\n  \"metadata\": {\"labels\": {\"a\": \"1\"}},\n  \"list\": [\n    1,\n    2,\n    {\n      \"name\": \"c\"\n    }\n  ],\n  \"spec\": {\n    \"x\": 1,\n    \"y\": {\n      \"z\": [\n        true\n      ]\n    }\n  }\n}"
+        );
+        let out = edited(text, |v| {
+            v["list"].as_array_mut().unwrap().remove(1);
+            v["list"].as_array_mut().unwrap().insert(0, json!(0));
+            v["spec"].as_object_mut().unwrap().remove("x");
+        });
+        assert_eq!(
+            out,
+            "{\n  \"metadata\": {\"name\": \"web\", \"labels\": {\"a\": \"1\"}},\n  \"list\": [\n    0,\n    1\n  ],\n  \"spec\": {}\n}"
+        );
     }
 }

@@ -208,18 +208,19 @@ impl Format {
     }
 }
 
-/// A YAML stream written back with some documents changed: each changed document is edited in
-/// place ([`edit`]), or rewritten whole where that is not possible; everything else, including
-/// the text between documents, stays as it was.
+/// A stream written back with some documents changed: each changed document is edited in place
+/// ([`edit`]), or rewritten whole (in `format`, the stream's own) where that is not possible;
+/// everything else, including the text between documents, stays as it was.
 pub struct InPlace<'s> {
     stream: &'s str,
+    format: Format,
     out: String,
     copied_to: usize,
 }
 
 impl<'s> InPlace<'s> {
-    pub fn new(stream: &'s str) -> InPlace<'s> {
-        InPlace { stream, out: String::with_capacity(stream.len()), copied_to: 0 }
+    pub fn new(stream: &'s str, format: Format) -> InPlace<'s> {
+        InPlace { stream, format, out: String::with_capacity(stream.len()), copied_to: 0 }
     }
 
     /// Replaces `document` (read from this stream) by `value`. Returns why it had to be
@@ -229,6 +230,7 @@ impl<'s> InPlace<'s> {
         let read = |text: &str| read_yaml(text).ok().flatten();
         let (text, rewritten) = match edit::edit_document(document.text, &document.value, value, read) {
             Ok(text) => (text, None),
+            Err(why) if self.format == Format::Json => (to_json(value), Some(why)),
             Err(why) => {
                 let mut text = to_yaml(value)?;
                 // After `--- ` on the marker's line, a block document starts on its own line.

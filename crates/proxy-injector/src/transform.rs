@@ -215,9 +215,9 @@ fn transform_input(
 /// Builds one input's output as its documents are transformed, so no more than one document is
 /// held parsed at a time.
 enum Writer<'s> {
-    /// YAML input: changed documents edited in place.
+    /// YAML input written as YAML, JSON as JSON: changed documents edited in place.
     InPlace { stream: manifest::InPlace<'s>, rewritten: Vec<String> },
-    /// JSON input, or `-o json`: every document written out.
+    /// JSON input written as YAML, or YAML as JSON: every document written out.
     Documents { format: Format, out: String },
     /// `-o patch`: a kustomize patch per changed object.
     Patches(Vec<Value>),
@@ -228,7 +228,10 @@ impl<'s> Writer<'s> {
         match output {
             ManifestOutput::Patch => Writer::Patches(Vec::new()),
             ManifestOutput::Yaml if syntax == Syntax::Yaml => {
-                Writer::InPlace { stream: manifest::InPlace::new(stream), rewritten: Vec::new() }
+                Writer::InPlace { stream: manifest::InPlace::new(stream, Format::Yaml), rewritten: Vec::new() }
+            }
+            ManifestOutput::Json if syntax == Syntax::Json => {
+                Writer::InPlace { stream: manifest::InPlace::new(stream, Format::Json), rewritten: Vec::new() }
             }
             ManifestOutput::Yaml => Writer::Documents { format: Format::Yaml, out: String::new() },
             ManifestOutput::Json => Writer::Documents { format: Format::Json, out: String::new() },

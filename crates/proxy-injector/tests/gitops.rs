@@ -132,3 +132,21 @@ fn patch_output_applied_as_kustomize_does_gives_the_manual_injection() {
         .collect();
     assert_eq!(deployment, manual[0]);
 }
+
+#[test]
+fn json_keeps_its_layout_when_written_as_json() {
+    let input = std::fs::read_to_string(manifests().join("pretty.json")).unwrap();
+    let out = inject(&["-o", "json"], &input);
+    let expected = input.replace(
+        "                \"labels\": {\"app\": \"web\"}\n",
+        "                \"labels\": {\"app\": \"web\"},\n                \"annotations\": {\n                    \"linkerd.io/inject\": \"enabled\"\n                }\n",
+    );
+    assert_eq!(out, expected);
+    let manual = inject(&["--manual", "-o", "json"], &input);
+    assert!(manual.starts_with(
+        "{\n    \"apiVersion\": \"apps/v1\",\n    \"kind\": \"Deployment\",\n    \"metadata\": {\"name\": \"web\"},\n"
+    ));
+    let (code, restored, err) = run(&["uninject", "-o", "json"], &manual);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(restored, input, "uninject restores the bytes");
+}
