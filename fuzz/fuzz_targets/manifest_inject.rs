@@ -1,4 +1,5 @@
-//! The CLI's path: a manifest stream, parsed, each object checked, then `inject --manual`.
+//! The CLI's path: a manifest stream, parsed, each object checked, then `inject --manual`,
+//! written both whole and edited in place.
 #![no_main]
 
 use inject::config::AnnotationSet;
@@ -31,5 +32,11 @@ fuzz_target!(|text: &str| {
         let yaml = manifest::to_yaml(&patched).expect("an injected object prints as YAML");
         let reparsed = manifest::parse_stream(&yaml).expect("the printed YAML parses");
         assert_eq!(reparsed.first().map(|d| &d.value), Some(&patched), "YAML round trip changed the object");
+        // The in-place edit never panics, and what it writes reads as what was injected (or it
+        // declines, and the document is written whole).
+        let read = |text: &str| manifest::parse_stream(text).ok()?.into_iter().next().map(|d| d.value);
+        if let Ok(edited) = manifest::edit::edit_document(document.text, &document.value, &patched, read) {
+            assert_eq!(read(&edited).as_ref(), Some(&patched), "the in-place edit changed the object");
+        }
     }
 });

@@ -199,8 +199,9 @@ fn line_start(text: &str, at: usize) -> usize {
 /// The position after the line break ending the line that holds `at - 1` (the end of the text
 /// if that line has none).
 fn line_end(text: &str, at: usize) -> usize {
+    // Bytes, not chars: `at - 1` may fall inside a multi-byte character.
     let from = at.saturating_sub(1);
-    text[from..].find('\n').map_or(text.len(), |n| from + n + 1)
+    text.as_bytes()[from..].iter().position(|b| *b == b'\n').map_or(text.len(), |n| from + n + 1)
 }
 
 fn column(text: &str, at: usize) -> usize {
@@ -858,5 +859,15 @@ mod tests {
             out,
             "{\n  \"metadata\": {\"name\": \"web\", \"labels\": {\"a\": \"1\"}},\n  \"list\": [\n    0,\n    1\n  ],\n  \"spec\": {}\n}"
         );
+    }
+
+    #[test]
+    fn text_ending_in_a_multi_byte_character_is_edited_on_character_boundaries() {
+        let text = "a:\n  b: café\n  c: [né]";
+        let out = edited(text, |v| {
+            v["a"]["d"] = json!("ü");
+            v["a"]["c"].as_array_mut().unwrap().push(json!("ß"));
+        });
+        assert_eq!(out, "a:\n  b: café\n  c: [né, \"ß\"]\n  d: ü\n");
     }
 }
