@@ -406,7 +406,7 @@ impl Editor<'_> {
             let separator = self.flow_separator(node, &spans);
             let column = own_line_column(text, last.key_range.start);
             let colon = last.colon(text)?;
-            let between = if last.value.range.is_empty() { ": " } else { &text[colon..last.value.range.start] };
+            let between = text.get(colon..last.value.range.start).filter(|b| !b.is_empty()).unwrap_or(": ");
             let mut insert = String::new();
             for (key, value) in added {
                 insert.push(',');
@@ -480,10 +480,11 @@ impl Editor<'_> {
     fn flow_separator(&self, node: &Node, spans: &[Range<usize>]) -> String {
         let text = self.text;
         let between = match spans {
-            [.., before, last] => &text[before.end..last.start],
-            [first] => &text[node.range.start + 1..first.start],
-            [] => "",
+            [.., before, last] => text.get(before.end..last.start),
+            [first] => text.get(node.range.start + 1..first.start),
+            [] => None,
         };
+        let between = between.unwrap_or_default();
         let after_comma = between.rsplit_once(',').map_or(between, |(_, after)| after);
         if after_comma.is_empty() && !between.contains(',') { " ".into() } else { after_comma.into() }
     }
@@ -712,8 +713,8 @@ pub fn edit_document(
     let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
     let mut at = 0;
     for edit in &edits {
-        if edit.range.start < at {
-            return unsupported("overlapping edits");
+        if edit.range.start < at || edit.range.start > edit.range.end || text.get(edit.range.clone()).is_none() {
+            return unsupported("overlapping or malformed edits");
         }
         out.push_str(&text[at..edit.range.start]);
         out.push_str(&edit.text);
