@@ -149,8 +149,8 @@ fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: Po
             patch::PatchValue::Json(value) => Cow::Owned(value.to_string()),
         };
         let text = match &copied_mount {
-            Some(mount) => Cow::Owned(text.replace(mount.as_str(), "")),
-            None => text,
+            Some(mount) if text.contains(mount.as_str()) => Cow::Owned(text.replace(mount.as_str(), "")),
+            _ => text,
         };
         digest.update(path.as_bytes());
         digest.update(b"\n");
@@ -158,7 +158,9 @@ fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: Po
         digest.update(b"\n");
     }
     for (k, v, _) in written.iter().filter(|(k, _, _)| k != key::CREATED_BY) {
-        digest.update(format!("{k}={v}\n").as_bytes());
+        for part in [k.as_bytes(), b"=", v.as_bytes(), b"\n"] {
+            digest.update(part);
+        }
     }
     hex(&digest.finalize()[..16])
 }
