@@ -372,3 +372,42 @@ async fn fleet_of_a_thousand_pods_admitted_fail_open_converges() {
         elapsed.as_secs_f64() / DEPLOYMENTS as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disruption_budget_the_real_controller_says_allows_nothing_holds_the_restart() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let client = client().await;
+    let ns = "r05-budget";
+    namespace(&client, "r05", ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let port = free_port();
+    register(&client, "r05", &format!("https://127.0.0.1:{port}/"), &Pki::new().ca_pem, ErrorPolicy::Admit).await;
+    create_deployment(&client, ns, "web", 2).await;
+    wait_for_pods(&client, ns, "app=web", 2).await;
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}))
+    .unwrap();
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns);
+    budgets.create(&PostParams::default(), &budget).await.unwrap();
+    // The disruption controller computes the budget: no pod is ready (no kubelet), so none may go.
+    let started = Instant::now();
+    loop {
+        let status = budgets.get("web").await.unwrap().status;
+        if status.as_ref().and_then(|s| s.observed_generation).is_some() {
+            assert_eq!(status.unwrap().disruptions_allowed, Some(0));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the disruption controller did not report");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
+    register(&client, "r05", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
+    wait_until_active(&client, ns).await;
+    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    let web = workload(&plan, "web");
+    assert_eq!(web["action"], "held", "{plan}");
+    assert_eq!(web["reason"], "2 pods without the proxy; PodDisruptionBudget web allows no disruption now");
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns).get("web").await.unwrap();
+    assert_eq!(restarted_at(&deployment), None);
+}
