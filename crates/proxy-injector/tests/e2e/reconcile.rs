@@ -411,3 +411,46 @@ async fn a_disruption_budget_the_real_controller_says_allows_nothing_holds_the_r
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns).get("web").await.unwrap();
     assert_eq!(restarted_at(&deployment), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stateful_set_admitted_fail_open_is_restarted_and_its_controller_recreates_injected_pods() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let client = client().await;
+    let ns = "r06-stateful";
+    namespace(&client, "r06", ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let port = free_port();
+    register(&client, "r06", &format!("https://127.0.0.1:{port}/"), &Pki::new().ca_pem, ErrorPolicy::Admit).await;
+    let set: StatefulSet = serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": {
+        "replicas": 2, "serviceName": "db", "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "db", "image": "postgres", "ports": [{"containerPort": 5432}]}]}}}}))
+    .unwrap();
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let unmeshed = wait_for_pods(&client, ns, "app=db", 2).await;
+    assert!(unmeshed.iter().all(|p| !is_injected(p)));
+    let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
+    register(&client, "r06", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
+    wait_until_active(&client, ns).await;
+    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    assert_eq!(workload(&plan, "db")["kind"], "StatefulSet");
+    assert_eq!(workload(&plan, "db")["action"], "restart", "{plan}");
+    let restarted = sets.get("db").await.unwrap();
+    let annotations = restarted.spec.unwrap().template.metadata.unwrap().annotations.unwrap_or_default();
+    assert!(annotations.contains_key("kubectl.kubernetes.io/restartedAt"));
+    assert_eq!(restart_events(&client, ns, "db").await.len(), 1);
+    // The StatefulSet controller replaces the highest ordinal first; its new pod is injected.
+    let started = Instant::now();
+    loop {
+        let pods = pods(&client, ns, "db").await;
+        let replaced = pods.iter().find(|p| p.metadata.name.as_deref() == Some("db-1")).filter(|p| is_injected(p));
+        if replaced.is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "db-1 was not recreated with the proxy: {pods:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
