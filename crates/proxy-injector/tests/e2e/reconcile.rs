@@ -454,3 +454,45 @@ async fn a_stateful_set_admitted_fail_open_is_restarted_and_its_controller_recre
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_set_admitted_fail_open_is_restarted_and_its_controller_recreates_injected_pods() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    let client = client().await;
+    let ns = "r07-daemon";
+    namespace(&client, "r07", ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    // The DaemonSet controller makes a pod per node: a Node object, with no kubelet behind it.
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "r07-node",
+        "labels": {"kubernetes.io/hostname": "r07-node", "r07": "yes"}}}))
+    .unwrap();
+    let _ = Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await;
+    let port = free_port();
+    register(&client, "r07", &format!("https://127.0.0.1:{port}/"), &Pki::new().ca_pem, ErrorPolicy::Admit).await;
+    let set: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent"}, "spec": {
+        "selector": {"matchLabels": {"app": "agent"}},
+        "template": {"metadata": {"labels": {"app": "agent"}},
+            "spec": {"nodeSelector": {"r07": "yes"}, "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "agent", "image": "agent", "ports": [{"containerPort": 9100}]}]}}}}))
+    .unwrap();
+    let sets = Api::<DaemonSet>::namespaced(client.clone(), ns);
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let unmeshed = wait_for_pods(&client, ns, "app=agent", 1).await;
+    assert!(unmeshed.iter().all(|p| !is_injected(p)));
+    let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
+    register(&client, "r07", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
+    wait_until_active(&client, ns).await;
+    // The controller reports its status before the reconciler reads the rollout as finished.
+    let started = Instant::now();
+    while sets.get("agent").await.unwrap().status.is_none_or(|s| s.desired_number_scheduled != 1) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the DaemonSet controller did not report");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    assert_eq!(workload(&plan, "agent")["kind"], "DaemonSet");
+    assert_eq!(workload(&plan, "agent")["action"], "restart", "{plan}");
+    assert_eq!(restart_events(&client, ns, "agent").await.len(), 1);
+    converge(&client, ns, "agent", 1, is_injected, String::new).await;
+}
