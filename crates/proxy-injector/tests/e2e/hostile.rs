@@ -118,9 +118,11 @@ async fn one_http2_connection_with_concurrent_streams_is_answered_without_nagle_
     latencies.sort();
     let slow = latencies.iter().filter(|l| **l >= Duration::from_millis(35)).count();
     // Nagle's algorithm with the peer's delayed ACK holds answers for ~40 ms: without
-    // TCP_NODELAY, 1,254 of 1,600 were that slow here (p50 45 ms); with it, none (p50 3 ms).
+    // TCP_NODELAY, 1,254 of 1,600 were that slow here (p50 45 ms); with it, none (p50 3 ms) on
+    // an idle machine, and 16 with two builds and a fuzzer sharing the cores. A quarter tells the
+    // two apart without depending on the machine's load.
     assert!(
-        slow < 16,
+        slow < 400,
         "{slow} of 1600 answers took 35 ms or more (p50 {:?}, p99 {:?})",
         latencies[800],
         latencies[1584]
