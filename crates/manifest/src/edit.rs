@@ -247,8 +247,9 @@ struct Editor<'a> {
     edits: Vec<Edit>,
     /// Anchors of the nodes being walked, outermost first.
     path_anchors: Vec<usize>,
-    /// Anchors whose node (or something inside it) was edited.
-    changed_anchors: BTreeSet<usize>,
+    /// Anchors whose node (or something inside it) was edited, in the order found (repeats
+    /// allowed), so abandoning a local change is a truncation.
+    changed_anchors: Vec<usize>,
 }
 
 impl Editor<'_> {
@@ -265,11 +266,11 @@ impl Editor<'_> {
         }
         self.path_anchors.push(node.anchor);
         let mark = self.edits.len();
-        let changed = self.changed_anchors.clone();
+        let changed = self.changed_anchors.len();
         let local = self.change_inside(node, old, new);
         if local.is_err() {
             self.edits.truncate(mark);
-            self.changed_anchors = changed;
+            self.changed_anchors.truncate(changed);
             self.replace(node, place, new)?;
         }
         self.path_anchors.pop();
@@ -301,12 +302,7 @@ impl Editor<'_> {
         new: &Map<String, Value>,
     ) -> Result<(), EditError> {
         let text = self.text;
-        let mut seen = BTreeSet::new();
-        for entry in entries {
-            if entry.key == "<<" || !seen.insert(entry.key.as_str()) {
-                return unsupported("a merge key or a repeated key");
-            }
-            let old_value = old.get(&entry.key).map_or_else(|| unsupported("a key the reader did not keep"), Ok)?;
+        for (entry, old_value) in entries.iter().zip(old_values(entries, old)?) {
             let key_start = entry.key_range.start;
             let colon = entry.colon(text)?;
             let column = column(text, key_start);
@@ -388,12 +384,7 @@ impl Editor<'_> {
         let text = self.text;
         let spans: Vec<Range<usize>> = entries.iter().map(|e| e.key_range.start..e.end()).collect();
         let mut removed = Vec::with_capacity(entries.len());
-        let mut seen = BTreeSet::new();
-        for entry in entries {
-            if entry.key == "<<" || !seen.insert(entry.key.as_str()) {
-                return unsupported("a merge key or a repeated key");
-            }
-            let old_value = old.get(&entry.key).map_or_else(|| unsupported("a key the reader did not keep"), Ok)?;
+        for (entry, old_value) in entries.iter().zip(old_values(entries, old)?) {
             removed.push(!new.contains_key(&entry.key));
             if let Some(new_value) = new.get(&entry.key) {
                 let place = Place::Flow { column: own_line_column(text, entry.key_range.start) };
@@ -611,6 +602,21 @@ impl Editor<'_> {
     }
 }
 
+/// What each entry of a mapping was read as. Merge keys and repeated keys make entries and values
+/// disagree, so such mappings are not edited entry by entry.
+fn old_values<'v>(entries: &[Entry], old: &'v Map<String, Value>) -> Result<Vec<&'v Value>, EditError> {
+    let mut seen = BTreeSet::new();
+    entries
+        .iter()
+        .map(|entry| {
+            if entry.key == "<<" || !seen.insert(entry.key.as_str()) {
+                return unsupported("a merge key or a repeated key");
+            }
+            old.get(&entry.key).map_or_else(|| unsupported("a key the reader did not keep"), Ok)
+        })
+        .collect()
+}
+
 /// Items are the same list entry when they are equal or name the same thing (containers,
 /// volumes, env vars), so a changed container is edited rather than replaced.
 fn same_item(old: &Value, new: &Value) -> bool {
@@ -632,7 +638,7 @@ fn own_line_column(text: &str, at: usize) -> Option<usize> {
 /// A value on one line: scalars as YAML, collections in flow notation (JSON, which YAML reads).
 fn inline(value: &Value) -> String {
     match value {
-        Value::Object(_) | Value::Array(_) => serde_json::to_string(value).expect("a JSON value always serializes"),
+        Value::Object(_) | Value::Array(_) => json(value),
         scalar_value => scalar(scalar_value),
     }
 }
@@ -642,11 +648,7 @@ fn inline(value: &Value) -> String {
 fn scalar(value: &Value) -> String {
     let written = crate::to_yaml(value).unwrap_or_default();
     let written = written.strip_suffix('\n').unwrap_or(&written);
-    if written.is_empty() || written.contains('\n') {
-        serde_json::to_string(value).expect("a JSON value always serializes")
-    } else {
-        written.to_string()
-    }
+    if written.is_empty() || written.contains('\n') { json(value) } else { written.to_string() }
 }
 
 /// Every alias with the value it reads as, by the anchor it points to.
@@ -696,13 +698,14 @@ pub fn edit_document(
         style: Style::of(text, &root),
         edits: Vec::new(),
         path_anchors: Vec::new(),
-        changed_anchors: BTreeSet::new(),
+        changed_anchors: Vec::new(),
     };
     editor.change(&root, Place::Root, old, new)?;
     if !editor.changed_anchors.is_empty() {
         let mut found = BTreeMap::new();
         aliases(&root, old, Place::Root, text, &mut found);
-        for anchor in editor.changed_anchors.clone() {
+        let changed: BTreeSet<usize> = editor.changed_anchors.iter().copied().collect();
+        for anchor in changed {
             for (alias, place, value) in found.remove(&anchor).unwrap_or_default() {
                 editor.replace(alias, place, &value)?;
             }

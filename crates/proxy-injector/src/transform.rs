@@ -302,9 +302,7 @@ fn describe(input: &Input, document: &Document<'_>) -> String {
 
 /// Applies `f` to a document, or to each item of a `kind: List`.
 fn each_object(value: &Value, mut f: impl FnMut(&Value) -> Result<Transformed, String>) -> Result<Transformed, String> {
-    let Some(items) =
-        value.get("items").and_then(Value::as_array).filter(|_| value.get("kind") == Some(&"List".into()))
-    else {
+    let Some(items) = value.get("items").and_then(Value::as_array).filter(|_| is_list(value)) else {
         return f(value);
     };
     let mut changed = false;

@@ -51,6 +51,13 @@ fn status(webhook: &WebhookProcess, ns: &str) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// `reconcile --once -o json` in `ns`: the plan it acted on.
+fn reconcile_once(webhook: &WebhookProcess, ns: &str) -> Value {
+    let once = command(webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    serde_json::from_slice(&once.stdout).unwrap()
+}
+
 fn workload<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["workloads"]
         .as_array()
@@ -251,9 +258,7 @@ async fn an_opted_out_namespace_is_reported_and_never_restarted() {
     create_deployment(&client, ns, "web", 1).await;
     wait_for_pods(&client, ns, "app=web", 1).await;
     let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
-    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
-    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
-    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    let plan = reconcile_once(&webhook, ns);
     let web = workload(&plan, "web");
     assert_eq!(web["action"], "held");
     assert_eq!(web["reason"], "1 pod without the proxy; namespace has config.linkerd.io/reconcile: disabled");
@@ -299,7 +304,7 @@ async fn of_two_replicas_only_the_lease_holder_restarts() {
 /// 10 pods admitted fail-open, then the webhook and one reconciler with the default limits, until
 /// no pod is without the proxy. Each Deployment is restarted once, and only once.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a benchmark of about 17 minutes; run by `cargo xtask bench fleet`"]
+#[ignore = "a benchmark of about 20 minutes; run by `cargo xtask bench fleet`"]
 async fn fleet_of_a_thousand_pods_admitted_fail_open_converges() {
     const DEPLOYMENTS: usize = 100;
     const REPLICAS: u32 = 10;
@@ -402,9 +407,7 @@ async fn a_disruption_budget_the_real_controller_says_allows_nothing_holds_the_r
     let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
     register(&client, "r05", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
     wait_until_active(&client, ns).await;
-    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
-    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
-    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    let plan = reconcile_once(&webhook, ns);
     let web = workload(&plan, "web");
     assert_eq!(web["action"], "held", "{plan}");
     assert_eq!(web["reason"], "2 pods without the proxy; PodDisruptionBudget web allows no disruption now");
@@ -433,9 +436,7 @@ async fn a_stateful_set_admitted_fail_open_is_restarted_and_its_controller_recre
     let webhook = WebhookProcess::start(WebhookOptions { port: Some(port), ..WebhookOptions::default() });
     register(&client, "r06", &webhook.url(), &webhook.pki.ca_pem, ErrorPolicy::Admit).await;
     wait_until_active(&client, ns).await;
-    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
-    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
-    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    let plan = reconcile_once(&webhook, ns);
     assert_eq!(workload(&plan, "db")["kind"], "StatefulSet");
     assert_eq!(workload(&plan, "db")["action"], "restart", "{plan}");
     let restarted = sets.get("db").await.unwrap();
@@ -488,9 +489,7 @@ async fn a_daemon_set_admitted_fail_open_is_restarted_and_its_controller_recreat
         assert!(started.elapsed() < Duration::from_secs(30), "the DaemonSet controller did not report");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let once = command(&webhook, &["reconcile", "--once", "-o", "json", "-n", ns]).output().unwrap();
-    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
-    let plan: Value = serde_json::from_slice(&once.stdout).unwrap();
+    let plan = reconcile_once(&webhook, ns);
     assert_eq!(workload(&plan, "agent")["kind"], "DaemonSet");
     assert_eq!(workload(&plan, "agent")["action"], "restart", "{plan}");
     assert_eq!(restart_events(&client, ns, "agent").await.len(), 1);
