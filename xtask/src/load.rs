@@ -421,7 +421,7 @@ pub fn memory_bench(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Server CPU time (user + system) of a process so far, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
+pub fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
     let fields: Vec<&str> =

@@ -239,12 +239,129 @@ enum Place {
 struct Edit {
     range: Range<usize>,
     text: String,
+    /// The text in the document's skeleton, where it differs: nested values the block writer
+    /// wrote are holes there.
+    skeleton: Option<String>,
 }
 
-struct Editor<'a> {
-    text: &'a str,
+/// The key of the one-entry mapping that stands, in a document's skeleton, for a nested value
+/// the writer inserted; its value numbers the hole. A control character, which manifests do not
+/// hold in keys.
+const HOLE: &str = "\u{1}hole";
+
+/// The values behind the holes of a skeleton, by number. `None` while the real text is written.
+type Holes<'h, 'v> = Option<&'h mut Vec<&'v Value>>;
+
+fn is_collection(value: &Value) -> bool {
+    matches!(value, Value::Object(m) if !m.is_empty()) || matches!(value, Value::Array(a) if !a.is_empty())
+}
+
+fn hole<'v>(value: &'v Value, holes: &mut Vec<&'v Value>) -> String {
+    holes.push(value);
+    format!("{}: {}", json(&Value::String(HOLE.into())), holes.len() - 1)
+}
+
+fn pad(out: &mut String, columns: usize) {
+    out.extend(std::iter::repeat_n(' ', columns));
+}
+
+impl Style {
+    /// `value` (a mapping or list) as block YAML: its first line starts at `first` columns, the
+    /// others at `indent`, each ends with the document's line break. With holes, the collections
+    /// nested in it are written as holes.
+    fn block<'v>(&self, value: &'v Value, indent: usize, first: usize, out: &mut String, mut holes: Holes<'_, 'v>) {
+        match value {
+            Value::Object(map) => {
+                for (n, (key, value)) in map.iter().enumerate() {
+                    self.entry(key, value, indent, if n == 0 { first } else { indent }, out, holes.as_deref_mut());
+                }
+            }
+            Value::Array(items) => {
+                for (n, item) in items.iter().enumerate() {
+                    self.item(item, indent, if n == 0 { first } else { indent }, out, holes.as_deref_mut());
+                }
+            }
+            scalar_value => {
+                pad(out, first);
+                scalar(scalar_value, out);
+                out.push_str(self.newline);
+            }
+        }
+    }
+
+    fn entry<'v>(
+        &self,
+        key: &str,
+        value: &'v Value,
+        indent: usize,
+        first: usize,
+        out: &mut String,
+        holes: Holes<'_, 'v>,
+    ) {
+        pad(out, first);
+        scalar(&Value::String(key.into()), out);
+        out.push(':');
+        if !is_collection(value) {
+            out.push(' ');
+            inline(value, out, None);
+            out.push_str(self.newline);
+            return;
+        }
+        out.push_str(self.newline);
+        match holes {
+            Some(holes) => {
+                pad(out, indent + self.step);
+                out.push_str(&hole(value, holes));
+                out.push_str(self.newline);
+            }
+            None => {
+                let nested = indent + if value.is_array() { self.list_offset } else { self.step };
+                self.block(value, nested, nested, out, None);
+            }
+        }
+    }
+
+    fn item<'v>(&self, item: &'v Value, indent: usize, first: usize, out: &mut String, holes: Holes<'_, 'v>) {
+        pad(out, first);
+        out.push_str("- ");
+        match holes {
+            Some(holes) if is_collection(item) => {
+                out.push_str(&hole(item, holes));
+                out.push_str(self.newline);
+            }
+            None if is_collection(item) => self.block(item, indent + 2, 0, out, None),
+            _ => {
+                inline(item, out, None);
+                out.push_str(self.newline);
+            }
+        }
+    }
+
+    /// A value inside a flow collection, as JSON: spread over lines at `column` when its
+    /// neighbours are, else on one line.
+    fn flow_value<'v>(&self, value: &'v Value, column: Option<usize>, out: &mut String, holes: Holes<'_, 'v>) {
+        if !is_collection(value) {
+            return out.push_str(&json(value));
+        }
+        let Some(column) = column.filter(|_| holes.is_none()) else { return inline(value, out, holes) };
+        let indent = " ".repeat(self.step);
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+        let mut bytes = Vec::new();
+        let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
+        if serde::Serialize::serialize(value, &mut serializer).is_err() {
+            return out.push_str(&json(value));
+        }
+        let pretty = String::from_utf8(bytes).unwrap_or_else(|_| json(value));
+        let line_break = format!("{}{}", self.newline, " ".repeat(column));
+        out.push_str(&pretty.replace('\n', &line_break));
+    }
+}
+
+struct Editor<'t, 'v> {
+    text: &'t str,
     style: Style,
     edits: Vec<Edit>,
+    holes: Vec<&'v Value>,
     /// Anchors of the nodes being walked, outermost first.
     path_anchors: Vec<usize>,
     /// Anchors whose node (or something inside it) was edited, in the order found (repeats
@@ -252,15 +369,30 @@ struct Editor<'a> {
     changed_anchors: Vec<usize>,
 }
 
-impl Editor<'_> {
-    fn push(&mut self, range: Range<usize>, text: String) {
+impl<'v> Editor<'_, 'v> {
+    fn note_change(&mut self) {
         self.changed_anchors.extend(self.path_anchors.iter().copied().filter(|a| *a != 0));
-        self.edits.push(Edit { range, text });
+    }
+
+    fn push(&mut self, range: Range<usize>, text: String) {
+        self.note_change();
+        self.edits.push(Edit { range, text, skeleton: None });
+    }
+
+    /// Puts what `write` writes at `range`, and its skeleton (written with holes) in the
+    /// document's skeleton.
+    fn insert(&mut self, range: Range<usize>, write: impl Fn(&Style, &mut String, Holes<'_, 'v>)) {
+        let mut text = String::new();
+        write(&self.style, &mut text, None);
+        let mut skeleton = String::new();
+        write(&self.style, &mut skeleton, Some(&mut self.holes));
+        self.note_change();
+        self.edits.push(Edit { range, text, skeleton: Some(skeleton) });
     }
 
     /// Edits `node` (read as `old`) so that it reads as `new`, or rewrites it where a local edit
     /// is not possible.
-    fn change(&mut self, node: &Node, place: Place, old: &Value, new: &Value) -> Result<(), EditError> {
+    fn change(&mut self, node: &Node, place: Place, old: &Value, new: &'v Value) -> Result<(), EditError> {
         if old == new {
             return Ok(());
         }
@@ -277,7 +409,7 @@ impl Editor<'_> {
         Ok(())
     }
 
-    fn change_inside(&mut self, node: &Node, old: &Value, new: &Value) -> Result<(), EditError> {
+    fn change_inside(&mut self, node: &Node, old: &Value, new: &'v Value) -> Result<(), EditError> {
         match (&node.shape, old, new) {
             (Shape::Map { flow: false, entries }, Value::Object(old), Value::Object(new)) if !new.is_empty() => {
                 self.change_map(entries, old, new)
@@ -299,7 +431,7 @@ impl Editor<'_> {
         &mut self,
         entries: &[Entry],
         old: &Map<String, Value>,
-        new: &Map<String, Value>,
+        new: &'v Map<String, Value>,
     ) -> Result<(), EditError> {
         let text = self.text;
         for (entry, old_value) in entries.iter().zip(old_values(entries, old)?) {
@@ -321,21 +453,20 @@ impl Editor<'_> {
         if let (Some(last), false) = (entries.last(), added.is_empty()) {
             let column = column(text, entries[0].key_range.start);
             let at = line_end(text, last.end());
-            let mut insert = String::new();
-            if !text[..at].ends_with('\n') {
-                insert.push_str(self.style.newline);
-            }
-            for (key, value) in added {
-                let mut entry = Map::new();
-                entry.insert(key.clone(), value.clone());
-                insert.push_str(&self.block(&Value::Object(entry), column));
-            }
-            self.push(at..at, insert);
+            let newline_first = !text[..at].ends_with('\n');
+            self.insert(at..at, |style, out, mut holes| {
+                if newline_first {
+                    out.push_str(style.newline);
+                }
+                for (key, value) in &added {
+                    style.entry(key, value, column, column, out, holes.as_deref_mut());
+                }
+            });
         }
         Ok(())
     }
 
-    fn change_list(&mut self, items: &[Node], old: &[Value], new: &[Value]) -> Result<(), EditError> {
+    fn change_list(&mut self, items: &[Node], old: &[Value], new: &'v [Value]) -> Result<(), EditError> {
         let text = self.text;
         let dashes: Vec<usize> = items
             .iter()
@@ -356,9 +487,7 @@ impl Editor<'_> {
             }
             if !pending.is_empty() {
                 let at = line_start(text, dashes[found]);
-                let insert = self.items(&pending, column, false);
-                self.push(at..at, insert);
-                pending.clear();
+                self.insert_items(at, &std::mem::take(&mut pending), column, false);
             }
             self.change(&items[found], Place::Item { column }, &old[found], wanted)?;
             next_old = found + 1;
@@ -368,10 +497,20 @@ impl Editor<'_> {
         }
         if !pending.is_empty() {
             let at = line_end(text, items.last().map_or(0, |i| i.range.end));
-            let insert = self.items(&pending, column, !text[..at].ends_with('\n'));
-            self.push(at..at, insert);
+            self.insert_items(at, &pending, column, !text[..at].ends_with('\n'));
         }
         Ok(())
+    }
+
+    fn insert_items(&mut self, at: usize, values: &[&'v Value], column: usize, newline_first: bool) {
+        self.insert(at..at, |style, out, mut holes| {
+            if newline_first {
+                out.push_str(style.newline);
+            }
+            for value in values {
+                style.item(value, column, column, out, holes.as_deref_mut());
+            }
+        });
     }
 
     fn change_flow_map(
@@ -379,7 +518,7 @@ impl Editor<'_> {
         node: &Node,
         entries: &[Entry],
         old: &Map<String, Value>,
-        new: &Map<String, Value>,
+        new: &'v Map<String, Value>,
     ) -> Result<(), EditError> {
         let text = self.text;
         let spans: Vec<Range<usize>> = entries.iter().map(|e| e.key_range.start..e.end()).collect();
@@ -398,20 +537,26 @@ impl Editor<'_> {
             let column = own_line_column(text, last.key_range.start);
             let colon = last.colon(text)?;
             let between = text.get(colon..last.value.range.start).filter(|b| !b.is_empty()).unwrap_or(": ");
-            let mut insert = String::new();
-            for (key, value) in added {
-                insert.push(',');
-                insert.push_str(&separator);
-                insert.push_str(&json(&Value::String(key.clone())));
-                insert.push_str(between);
-                insert.push_str(&self.flow_value(value, column));
-            }
-            self.push(last.end()..last.end(), insert);
+            self.insert(last.end()..last.end(), |style, out, mut holes| {
+                for (key, value) in &added {
+                    out.push(',');
+                    out.push_str(&separator);
+                    out.push_str(&json(&Value::String((*key).clone())));
+                    out.push_str(between);
+                    style.flow_value(value, column, out, holes.as_deref_mut());
+                }
+            });
         }
         Ok(())
     }
 
-    fn change_flow_list(&mut self, node: &Node, items: &[Node], old: &[Value], new: &[Value]) -> Result<(), EditError> {
+    fn change_flow_list(
+        &mut self,
+        node: &Node,
+        items: &[Node],
+        old: &[Value],
+        new: &'v [Value],
+    ) -> Result<(), EditError> {
         let text = self.text;
         let spans: Vec<Range<usize>> = items.iter().map(|i| i.range.clone()).collect();
         let separator = self.flow_separator(node, &spans);
@@ -426,9 +571,15 @@ impl Editor<'_> {
             };
             removed[next_old..found].iter_mut().for_each(|r| *r = true);
             if !pending.is_empty() {
-                let insert: String =
-                    pending.drain(..).map(|v| format!("{},{separator}", self.flow_value(v, column))).collect();
-                self.push(spans[found].start..spans[found].start, insert);
+                let values = std::mem::take(&mut pending);
+                let at = spans[found].start;
+                self.insert(at..at, |style, out, mut holes| {
+                    for value in &values {
+                        style.flow_value(value, column, out, holes.as_deref_mut());
+                        out.push(',');
+                        out.push_str(&separator);
+                    }
+                });
             }
             self.change(&items[found], Place::Flow { column }, &old[found], wanted)?;
             next_old = found + 1;
@@ -440,9 +591,13 @@ impl Editor<'_> {
         self.remove_flow(&spans, &removed)?;
         if !pending.is_empty() {
             let end = spans[spans.len() - 1].end;
-            let insert: String =
-                pending.iter().map(|v| format!(",{separator}{}", self.flow_value(v, column))).collect();
-            self.push(end..end, insert);
+            self.insert(end..end, |style, out, mut holes| {
+                for value in &pending {
+                    out.push(',');
+                    out.push_str(&separator);
+                    style.flow_value(value, column, out, holes.as_deref_mut());
+                }
+            });
         }
         Ok(())
     }
@@ -480,125 +635,49 @@ impl Editor<'_> {
         if after_comma.is_empty() && !between.contains(',') { " ".into() } else { after_comma.into() }
     }
 
-    /// A value inside a flow collection, as JSON: spread over lines at `column` when its
-    /// neighbours are, else on one line.
-    fn flow_value(&self, value: &Value, column: Option<usize>) -> String {
-        let collection =
-            matches!(value, Value::Object(m) if !m.is_empty()) || matches!(value, Value::Array(a) if !a.is_empty());
-        let Some(column) = column.filter(|_| collection) else { return json(value) };
-        let indent = " ".repeat(self.style.step);
-        let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
-        let mut bytes = Vec::new();
-        let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
-        if serde::Serialize::serialize(value, &mut serializer).is_err() {
-            return json(value);
-        }
-        let pretty = String::from_utf8(bytes).unwrap_or_else(|_| json(value));
-        let line_break = format!("{}{}", self.style.newline, " ".repeat(column));
-        pretty.replace('\n', &line_break)
-    }
-
-    fn items(&self, values: &[&Value], column: usize, newline_first: bool) -> String {
-        let list = Value::Array(values.iter().map(|v| (*v).clone()).collect());
-        let block = self.block(&list, column);
-        if newline_first { format!("{}{block}", self.style.newline) } else { block }
-    }
-
     /// Rewrites `node` as `new`, in the notation its place calls for.
-    fn replace(&mut self, node: &Node, place: Place, new: &Value) -> Result<(), EditError> {
-        let collection =
-            matches!(new, Value::Object(m) if !m.is_empty()) || matches!(new, Value::Array(a) if !a.is_empty());
+    fn replace(&mut self, node: &Node, place: Place, new: &'v Value) -> Result<(), EditError> {
         let flow = matches!(node.shape, Shape::Map { flow: true, .. } | Shape::Seq { flow: true, .. });
-        let inline = || if flow || !collection { Some(inline(new)) } else { None };
+        let on_one_line = flow || !is_collection(new);
+        // A block ends with a line break that the node's own text does not include.
+        let trimmed = |out: &mut String| out.truncate(out.trim_end_matches(['\n', '\r']).len());
         match place {
             Place::Flow { column } => {
-                let text = self.flow_value(new, column);
-                self.push(node.range.clone(), text);
+                self.insert(node.range.clone(), |style, out, holes| style.flow_value(new, column, out, holes));
             }
             Place::Value { column, colon } => {
                 // An empty value (`key:`) has an empty span that may sit on a later line.
                 let end = if node.range.is_empty() { colon + 1 } else { node.range.end };
-                let text = match inline() {
-                    Some(text) => format!(" {text}"),
-                    None => {
-                        let indent = column + if new.is_array() { self.style.list_offset } else { self.style.step };
-                        let block = self.block(new, indent);
-                        format!("{}{}", self.style.newline, block.trim_end_matches(['\n', '\r']))
+                self.insert(colon + 1..end, |style, out, holes| {
+                    if on_one_line {
+                        out.push(' ');
+                        inline(new, out, holes);
+                    } else {
+                        let indent = column + if new.is_array() { style.list_offset } else { style.step };
+                        out.push_str(style.newline);
+                        style.block(new, indent, indent, out, holes);
+                        trimmed(out);
                     }
-                };
-                self.push(colon + 1..end, text);
+                });
             }
-            Place::Item { column } => {
-                let text = match inline() {
-                    Some(text) => text,
-                    None => self.block(new, column + 2).trim_start().trim_end_matches(['\n', '\r']).to_string(),
-                };
-                self.push(node.range.clone(), text);
-            }
-            Place::Root => {
-                let text = match inline() {
-                    Some(text) => text,
-                    None => self.block(new, 0).trim_end_matches(['\n', '\r']).to_string(),
-                };
-                self.push(node.range.clone(), text);
-            }
+            Place::Item { column } => self.insert(node.range.clone(), |style, out, holes| {
+                if on_one_line {
+                    inline(new, out, holes);
+                } else {
+                    style.block(new, column + 2, 0, out, holes);
+                    trimmed(out);
+                }
+            }),
+            Place::Root => self.insert(node.range.clone(), |style, out, holes| {
+                if on_one_line {
+                    inline(new, out, holes);
+                } else {
+                    style.block(new, 0, 0, out, holes);
+                    trimmed(out);
+                }
+            }),
         }
         Ok(())
-    }
-
-    /// `value` (a mapping or list) as block YAML whose lines start at `indent`, each ending with
-    /// the document's line break.
-    fn block(&self, value: &Value, indent: usize) -> String {
-        let pad = " ".repeat(indent);
-        let newline = self.style.newline;
-        let mut out = String::new();
-        match value {
-            Value::Object(map) => {
-                for (key, value) in map {
-                    out.push_str(&pad);
-                    out.push_str(&scalar(&Value::String(key.clone())));
-                    out.push(':');
-                    match value {
-                        Value::Object(m) if !m.is_empty() => {
-                            out.push_str(newline);
-                            out.push_str(&self.block(value, indent + self.style.step));
-                        }
-                        Value::Array(a) if !a.is_empty() => {
-                            out.push_str(newline);
-                            out.push_str(&self.block(value, indent + self.style.list_offset));
-                        }
-                        _ => {
-                            out.push(' ');
-                            out.push_str(&inline(value));
-                            out.push_str(newline);
-                        }
-                    }
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    let nested = matches!(item, Value::Object(m) if !m.is_empty())
-                        || matches!(item, Value::Array(a) if !a.is_empty());
-                    if nested {
-                        let block = self.block(item, indent + 2);
-                        out.push_str(&pad);
-                        out.push_str("- ");
-                        out.push_str(&block[indent + 2..]);
-                    } else {
-                        out.push_str(&pad);
-                        out.push_str("- ");
-                        out.push_str(&inline(item));
-                        out.push_str(newline);
-                    }
-                }
-            }
-            scalar_value => {
-                out.push_str(&pad);
-                out.push_str(&inline(scalar_value));
-                out.push_str(newline);
-            }
-        }
-        out
     }
 }
 
@@ -635,32 +714,68 @@ fn own_line_column(text: &str, at: usize) -> Option<usize> {
     text[line_start(text, at)..at].chars().all(|c| c == ' ' || c == '\t').then(|| column(text, at))
 }
 
-/// A value on one line: scalars as YAML, collections in flow notation (JSON, which YAML reads).
-fn inline(value: &Value) -> String {
-    match value {
-        Value::Object(_) | Value::Array(_) => json(value),
-        scalar_value => scalar(scalar_value),
+/// A value on one line: scalars as YAML, collections in flow notation (JSON, which YAML reads),
+/// or as a hole.
+fn inline<'v>(value: &'v Value, out: &mut String, holes: Holes<'_, 'v>) {
+    match (value, holes) {
+        (Value::Object(_) | Value::Array(_), Some(holes)) if is_collection(value) => {
+            out.push('{');
+            out.push_str(&hole(value, holes));
+            out.push('}');
+        }
+        (Value::Object(_) | Value::Array(_), _) => out.push_str(&json(value)),
+        (scalar_value, _) => scalar(scalar_value, out),
     }
 }
 
-/// A scalar as our YAML writer quotes it, on one line (JSON's double quotes where it would need
-/// more than one).
-fn scalar(value: &Value) -> String {
-    let written = crate::to_yaml(value).unwrap_or_default();
-    let written = written.strip_suffix('\n').unwrap_or(&written);
-    if written.is_empty() || written.contains('\n') { json(value) } else { written.to_string() }
+/// Words a YAML reader may take for something other than a string (YAML 1.1's booleans, null,
+/// the names of infinity and not-a-number), compared ignoring case.
+const NOT_PLAIN_WORDS: [&str; 13] =
+    ["true", "false", "yes", "no", "on", "off", "y", "n", "null", "inf", "infinity", "nan", "nil"];
+
+/// Whether `text` can be written as a plain scalar in block context and read back as that same
+/// string: it starts with a letter, `_`, `$` or `/` (so no indicator, number or date), holds no
+/// space, `#` or quote, has no `:` at its end, and is not a word some reader resolves.
+fn plain_safe(text: &str) -> bool {
+    text.as_bytes().first().is_some_and(|b| b.is_ascii_alphabetic() || b"_$/".contains(b))
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/:,=@+$()".contains(&b))
+        && !text.ends_with(':')
+        && !NOT_PLAIN_WORDS.iter().any(|word| text.eq_ignore_ascii_case(word))
+}
+
+/// A scalar as YAML on one line. Most strings in manifests are plain-safe and written as they
+/// are; others are quoted by our YAML writer (JSON's double quotes where it would need more than
+/// one line).
+fn scalar(value: &Value, out: &mut String) {
+    match value {
+        Value::String(text) if plain_safe(text) => out.push_str(text),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Null => out.push_str("null"),
+        Value::Number(n) if n.is_i64() || n.is_u64() => out.push_str(&n.to_string()),
+        Value::String(text) if text.contains('\n') => out.push_str(&json(value)),
+        _ => {
+            let written = crate::to_yaml(value).unwrap_or_default();
+            let written = written.strip_suffix('\n').unwrap_or(&written);
+            if written.is_empty() || written.contains('\n') {
+                out.push_str(&json(value))
+            } else {
+                out.push_str(written)
+            }
+        }
+    }
 }
 
 /// Every alias with the value it reads as, by the anchor it points to.
-fn aliases<'n>(
+fn aliases<'n, 'v>(
     node: &'n Node,
-    value: &Value,
+    value: &'v Value,
     place: Place,
     text: &str,
-    found: &mut BTreeMap<usize, Vec<(&'n Node, Place, Value)>>,
+    found: &mut BTreeMap<usize, Vec<(&'n Node, Place, &'v Value)>>,
 ) {
     match (&node.shape, value) {
-        (Shape::Alias(id), _) => found.entry(*id).or_default().push((node, place, value.clone())),
+        (Shape::Alias(id), _) => found.entry(*id).or_default().push((node, place, value)),
         (Shape::Map { flow, entries }, Value::Object(map)) => {
             for entry in entries {
                 let Some(value) = map.get(&entry.key) else { continue };
@@ -684,8 +799,31 @@ fn aliases<'n>(
     }
 }
 
+/// Whether a skeleton, read as `read`, stands for `wanted`: equal, with each hole where its value
+/// is.
+fn reads_as(read: &Value, wanted: &Value, holes: &[&Value]) -> bool {
+    match (read, wanted) {
+        (Value::Object(read), _) if read.len() == 1 && read.contains_key(HOLE) => {
+            let hole = read[HOLE].as_u64().and_then(|n| holes.get(usize::try_from(n).ok()?));
+            hole.is_some_and(|hole| std::ptr::eq(*hole, wanted) || *hole == wanted)
+        }
+        (Value::Object(read), Value::Object(wanted)) => {
+            read.len() == wanted.len()
+                && read.iter().all(|(key, value)| wanted.get(key).is_some_and(|w| reads_as(value, w, holes)))
+        }
+        (Value::Array(read), Value::Array(wanted)) => {
+            read.len() == wanted.len() && read.iter().zip(wanted).all(|(r, w)| reads_as(r, w, holes))
+        }
+        _ => read == wanted,
+    }
+}
+
 /// `text` (one YAML document, read as `old`) edited so that it reads as `new`. `read` is the
 /// reader the stream uses, to check the result.
+///
+/// The check reads the document's skeleton: the edited text with the values the block writer
+/// inserted as numbered holes, so it costs what reading the original document costs however much
+/// was inserted. How the writer lays out what it inserts is property-tested instead.
 pub fn edit_document(
     text: &str,
     old: &Value,
@@ -697,6 +835,7 @@ pub fn edit_document(
         text,
         style: Style::of(text, &root),
         edits: Vec::new(),
+        holes: Vec::new(),
         path_anchors: Vec::new(),
         changed_anchors: Vec::new(),
     };
@@ -707,33 +846,40 @@ pub fn edit_document(
         let changed: BTreeSet<usize> = editor.changed_anchors.iter().copied().collect();
         for anchor in changed {
             for (alias, place, value) in found.remove(&anchor).unwrap_or_default() {
-                editor.replace(alias, place, &value)?;
+                editor.replace(alias, place, value)?;
             }
         }
     }
-    let mut edits = editor.edits;
+    let Editor { mut edits, holes, .. } = editor;
     edits.sort_by_key(|e| (e.range.start, e.range.end));
     let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
+    let mut skeleton = String::with_capacity(text.len());
     let mut at = 0;
     for edit in &edits {
         if edit.range.start < at || edit.range.start > edit.range.end || text.get(edit.range.clone()).is_none() {
             return unsupported("overlapping or malformed edits");
         }
-        out.push_str(&text[at..edit.range.start]);
+        let unchanged = &text[at..edit.range.start];
+        out.push_str(unchanged);
         out.push_str(&edit.text);
+        skeleton.push_str(unchanged);
+        skeleton.push_str(edit.skeleton.as_ref().unwrap_or(&edit.text));
         at = edit.range.end;
     }
     out.push_str(&text[at..]);
-    match read(&out) {
-        Some(value) if value == *new => Ok(out),
+    skeleton.push_str(&text[at..]);
+    match read(&skeleton) {
+        Some(value) if reads_as(&value, new, &holes) => Ok(out),
         _ => unsupported("the edited text does not read back as the wanted value"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    use super::*;
 
     fn read(text: &str) -> Option<Value> {
         crate::read_yaml(text).ok().flatten()
@@ -873,5 +1019,92 @@ mod tests {
             v["a"]["c"].as_array_mut().unwrap().push(json!("ß"));
         });
         assert_eq!(out, "a:\n  b: café\n  c: [né, \"ß\"]\n  d: ü\n");
+    }
+
+    /// Strings that are hard to write: words and numbers a reader resolves, indicators, quotes,
+    /// spaces at the ends, line breaks, non-ASCII, tabs.
+    const AWKWARD: [&str; 30] = [
+        "true",
+        "On",
+        "y",
+        "N",
+        "null",
+        "~",
+        "inf",
+        "NaN",
+        ".inf",
+        "0644",
+        "0x1F",
+        "1e3",
+        "1_000",
+        "2026-12-03",
+        "a: b",
+        "a:",
+        "#x",
+        "a #x",
+        "- x",
+        "",
+        " lead",
+        "trail ",
+        "line\nnext\n",
+        "café",
+        "x:y",
+        "a,b=c",
+        "'q'",
+        "\"dq\"",
+        "{x}",
+        "a\tb",
+    ];
+
+    fn a_string() -> impl Strategy<Value = String> {
+        prop_oneof![prop::sample::select(&AWKWARD[..]).prop_map(String::from), "[a-z_$/][a-z0-9:./,=@+_$()-]{0,8}"]
+    }
+
+    fn a_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            prop::sample::select(&[0.5, -2.25, 1e-3][..]).prop_map(Value::from),
+            a_string().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((a_string(), inner), 0..4).prop_map(|e| Value::Object(e.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// What the edit check trusts: a block the writer inserts under a key or as a list item,
+        /// in any of the layouts documents use, reads back as its value between its neighbours,
+        /// and its skeleton reads as that value with the holes filled in.
+        #[test]
+        fn written_blocks_and_their_skeletons_read_back_as_their_values(
+            value in a_value().prop_filter("a collection", is_collection),
+            step in prop::sample::select(&[2usize, 4][..]),
+            list_offset in prop::sample::select(&[0usize, 2][..]),
+            newline in prop::sample::select(&["\n", "\r\n"][..]),
+        ) {
+            let style = Style { step, list_offset, newline };
+            let under_key = if value.is_array() { list_offset } else { step };
+            let mut holes = Vec::new();
+            for skeleton in [false, true] {
+                let mut under_root = String::new();
+                style.block(&value, under_key, under_key, &mut under_root, skeleton.then_some(&mut holes));
+                let mut item = String::new();
+                style.block(&value, 2, 0, &mut item, skeleton.then_some(&mut holes));
+                let document = format!("before: 1{newline}root:{newline}{under_root}items:{newline}- {item}after: 2{newline}");
+                let read = read(&document);
+                let wanted = json!({"before": 1, "root": value.clone(), "items": [value.clone()], "after": 2});
+                proptest::prop_assert!(
+                    read.as_ref().is_some_and(|read| reads_as(read, &wanted, &holes)),
+                    "{document:?} read as {read:?}"
+                );
+            }
+        }
     }
 }

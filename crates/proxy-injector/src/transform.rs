@@ -184,32 +184,69 @@ struct Transformation {
 }
 
 /// Transforms every document of `input`: its output, or every document's error.
+///
+/// Writing a changed document in place costs about what reading and transforming it does, so
+/// the writer runs on its own thread, a bounded queue of documents behind the reader.
 fn transform_input(
     input: &Input,
     output: ManifestOutput,
     transform: &mut impl FnMut(&Value) -> Result<Transformed, String>,
 ) -> anyhow::Result<Result<Transformation, Vec<String>>> {
-    let mut writer = None;
-    let mut errors = Vec::new();
-    let mut entries = Vec::new();
-    for document in manifest::documents(&input.text) {
-        let document = document.with_context(|| input.name.clone())?;
-        match transform(&document.value) {
-            Ok(done) => {
-                let writer = writer.get_or_insert_with(|| Writer::new(output, document.syntax, &input.text));
-                writer.add(&document, done.value.as_ref()).with_context(|| describe(input, &document))?;
-                entries.extend(done.entries);
+    std::thread::scope(|scope| {
+        let (queue, queued) = std::sync::mpsc::sync_channel::<(Document<'_>, Option<Value>)>(64);
+        // Written documents go back to be dropped here: freeing memory on the thread that did
+        // not allocate it made the allocator page memory in and out.
+        let (written, to_drop) = std::sync::mpsc::channel();
+        let writing = std::thread::Builder::new().name("writer".into()).spawn_scoped(
+            scope,
+            move || -> anyhow::Result<Option<Writer<'_>>> {
+                let mut writer = None;
+                for (document, value) in queued {
+                    let writer = writer.get_or_insert_with(|| Writer::new(output, document.syntax, &input.text));
+                    writer.add(&document, value.as_ref()).with_context(|| describe(input, &document))?;
+                    // The reader may be gone already; then there is nothing left to drop.
+                    let _ = written.send((document, value));
+                }
+                Ok(writer)
+            },
+        )?;
+        let mut errors = Vec::new();
+        let mut entries = Vec::new();
+        let mut unreadable = None;
+        for document in manifest::documents(&input.text) {
+            to_drop.try_iter().for_each(drop);
+            let document = match document {
+                Ok(document) => document,
+                Err(error) => {
+                    unreadable = Some(error);
+                    break;
+                }
+            };
+            match transform(&document.value) {
+                Ok(done) => {
+                    entries.extend(done.entries);
+                    // A closed queue means the writer failed; its error is reported below.
+                    if queue.send((document, done.value)).is_err() {
+                        break;
+                    }
+                }
+                Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
             }
-            Err(message) => errors.push(format!("{}: {message}", describe(input, &document))),
         }
-    }
-    if !errors.is_empty() {
-        return Ok(Err(errors));
-    }
-    // Without documents (nothing but comments and markers) YAML is kept as it is.
-    let writer = writer.unwrap_or_else(|| Writer::new(output, Syntax::Yaml, &input.text));
-    let (written, rewritten) = writer.finish()?;
-    Ok(Ok(Transformation { written, entries, rewritten }))
+        drop(queue);
+        // The writer's error comes first: it is about an earlier document than the reader's.
+        let writer = writing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        if let Some(error) = unreadable {
+            return Err(anyhow::Error::new(error).context(input.name.clone()));
+        }
+        if !errors.is_empty() {
+            return Ok(Err(errors));
+        }
+        // Without documents (nothing but comments and markers) YAML is kept as it is.
+        let writer = writer.unwrap_or_else(|| Writer::new(output, Syntax::Yaml, &input.text));
+        let (written, rewritten) = writer.finish()?;
+        Ok(Ok(Transformation { written, entries, rewritten }))
+    })
 }
 
 /// Builds one input's output as its documents are transformed, so no more than one document is
