@@ -8,8 +8,9 @@
 //! an unusual layout) the smallest enclosing node is rewritten instead. Aliases are never edited
 //! through: an alias whose value changes is replaced by an expanded copy, and when an anchored
 //! node changes, the aliases that point to it are expanded to the value they had, so nothing
-//! another user of the anchor sees changes. The result is read back and compared with the wanted
-//! value, so an edit that would change anything else is refused rather than written.
+//! another user of the anchor sees changes. The result is read back (as a skeleton, see
+//! [`edit_document`]) and compared with the wanted value, so an edit that would change anything
+//! else is refused rather than written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
