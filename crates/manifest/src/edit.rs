@@ -257,9 +257,11 @@ fn is_collection(value: &Value) -> bool {
     matches!(value, Value::Object(m) if !m.is_empty()) || matches!(value, Value::Array(a) if !a.is_empty())
 }
 
-fn hole<'v>(value: &'v Value, holes: &mut Vec<&'v Value>) -> String {
+fn hole<'v>(value: &'v Value, holes: &mut Vec<&'v Value>, out: &mut String) {
     holes.push(value);
-    format!("{}: {}", json(&Value::String(HOLE.into())), holes.len() - 1)
+    out.push_str(&json(HOLE));
+    out.push_str(": ");
+    out.push_str(&(holes.len() - 1).to_string());
 }
 
 fn pad(out: &mut String, columns: usize) {
@@ -300,7 +302,7 @@ impl Style {
         holes: Holes<'_, 'v>,
     ) {
         pad(out, first);
-        scalar(&Value::String(key.into()), out);
+        string_scalar(key, out);
         out.push(':');
         if !is_collection(value) {
             out.push(' ');
@@ -312,7 +314,7 @@ impl Style {
         match holes {
             Some(holes) => {
                 pad(out, indent + self.step);
-                out.push_str(&hole(value, holes));
+                hole(value, holes, out);
                 out.push_str(self.newline);
             }
             None => {
@@ -327,7 +329,7 @@ impl Style {
         out.push_str("- ");
         match holes {
             Some(holes) if is_collection(item) => {
-                out.push_str(&hole(item, holes));
+                hole(item, holes, out);
                 out.push_str(self.newline);
             }
             None if is_collection(item) => self.block(item, indent + 2, 0, out, None),
@@ -542,7 +544,7 @@ impl<'v> Editor<'_, 'v> {
                 for (key, value) in &added {
                     out.push(',');
                     out.push_str(&separator);
-                    out.push_str(&json(&Value::String((*key).clone())));
+                    out.push_str(&json(*key));
                     out.push_str(between);
                     style.flow_value(value, column, out, holes.as_deref_mut());
                 }
@@ -661,22 +663,18 @@ impl<'v> Editor<'_, 'v> {
                     }
                 });
             }
-            Place::Item { column } => self.insert(node.range.clone(), |style, out, holes| {
-                if on_one_line {
-                    inline(new, out, holes);
-                } else {
-                    style.block(new, column + 2, 0, out, holes);
-                    trimmed(out);
-                }
-            }),
-            Place::Root => self.insert(node.range.clone(), |style, out, holes| {
-                if on_one_line {
-                    inline(new, out, holes);
-                } else {
-                    style.block(new, 0, 0, out, holes);
-                    trimmed(out);
-                }
-            }),
+            Place::Item { .. } | Place::Root => {
+                // After a list item's `- `, or at the document's start.
+                let indent = if let Place::Item { column } = place { column + 2 } else { 0 };
+                self.insert(node.range.clone(), |style, out, holes| {
+                    if on_one_line {
+                        inline(new, out, holes);
+                    } else {
+                        style.block(new, indent, 0, out, holes);
+                        trimmed(out);
+                    }
+                });
+            }
         }
         Ok(())
     }
@@ -706,8 +704,8 @@ fn same_item(old: &Value, new: &Value) -> bool {
     }
 }
 
-fn json(value: &Value) -> String {
-    serde_json::to_string(value).expect("a JSON value always serializes")
+fn json(value: &(impl serde::Serialize + ?Sized)) -> String {
+    serde_json::to_string(value).expect("JSON values and strings always serialize")
 }
 
 /// The element's column, if it is the first thing on its line.
@@ -721,7 +719,7 @@ fn inline<'v>(value: &'v Value, out: &mut String, holes: Holes<'_, 'v>) {
     match (value, holes) {
         (Value::Object(_) | Value::Array(_), Some(holes)) if is_collection(value) => {
             out.push('{');
-            out.push_str(&hole(value, holes));
+            hole(value, holes, out);
             out.push('}');
         }
         (Value::Object(_) | Value::Array(_), _) => out.push_str(&json(value)),
@@ -749,22 +747,31 @@ fn plain_safe(text: &str) -> bool {
 /// one line).
 fn scalar(value: &Value, out: &mut String) {
     match value {
-        Value::String(text) if plain_safe(text) => out.push_str(text),
+        Value::String(text) => string_scalar(text, out),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
         Value::Null => out.push_str("null"),
         Value::Number(n) if n.is_i64() || n.is_u64() => out.push_str(&n.to_string()),
-        Value::String(text) if text.contains('\n') => out.push_str(&json(value)),
-        _ => {
-            let written = crate::to_yaml(value).unwrap_or_default();
-            let written = written.strip_suffix('\n').unwrap_or(&written);
-            if written.is_empty() || written.contains('\n') {
-                out.push_str(&json(value))
-            } else {
-                out.push_str(written)
-            }
-        }
+        number => written_scalar(number, out),
     }
+}
+
+/// A string (a value or a key) as a scalar.
+fn string_scalar(text: &str, out: &mut String) {
+    if plain_safe(text) {
+        out.push_str(text);
+    } else if text.contains('\n') {
+        out.push_str(&json(text));
+    } else {
+        written_scalar(&Value::String(text.into()), out);
+    }
+}
+
+/// A scalar as our YAML writer quotes it.
+fn written_scalar(value: &Value, out: &mut String) {
+    let written = crate::to_yaml(value).unwrap_or_default();
+    let written = written.strip_suffix('\n').unwrap_or(&written);
+    if written.is_empty() || written.contains('\n') { out.push_str(&json(value)) } else { out.push_str(written) }
 }
 
 /// Every alias with the value it reads as, by the anchor it points to.
