@@ -133,6 +133,13 @@ pub struct PodTemplate<'a> {
     pub pointer: &'static str,
 }
 
+/// A container (regular or init) with one of these names or image prefixes is a mesh proxy.
+pub const SIDECAR_PROXY_NAMES: &[&str] = &["linkerd-proxy", "istio-proxy"];
+pub const SIDECAR_PROXY_IMAGES: &[&str] = &["cr.l5d.io/linkerd/proxy:", "gcr.io/istio-release/proxyv2:"];
+/// An init container with one of these names or image prefixes is a mesh's iptables setup.
+pub const SIDECAR_INIT_NAMES: &[&str] = &["linkerd-init", "istio-init"];
+pub const SIDECAR_INIT_IMAGES: &[&str] = &["cr.l5d.io/linkerd/proxy-init:", "gcr.io/istio-release/proxy_init:"];
+
 pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl<'a> PodTemplate<'a> {
@@ -206,23 +213,13 @@ impl<'a> PodTemplate<'a> {
         let name_image = |c: &'a Value| {
             (c.get("name").and_then(Value::as_str).unwrap_or(""), c.get("image").and_then(Value::as_str).unwrap_or(""))
         };
-        let is_proxy = |(name, image): (&str, &str)| {
-            image.starts_with("cr.l5d.io/linkerd/proxy:")
-                || image.starts_with("gcr.io/istio-release/proxyv2:")
-                || name == "linkerd-proxy"
-                || name == "istio-proxy"
+        let is = |names: &[&str], images: &[&str], (name, image): (&str, &str)| {
+            names.contains(&name) || images.iter().any(|prefix| image.starts_with(prefix))
         };
-        let is_init = |(name, image): (&str, &str)| {
-            image.starts_with("cr.l5d.io/linkerd/proxy-init:")
-                || image.starts_with("gcr.io/istio-release/proxy_init:")
-                || name == "linkerd-init"
-                || name == "istio-init"
-        };
-        self.all_containers().map(name_image).any(is_proxy)
-            || self.init_containers().iter().map(name_image).any(is_init)
+        self.all_containers().map(name_image).any(|c| is(SIDECAR_PROXY_NAMES, SIDECAR_PROXY_IMAGES, c))
+            || self.init_containers().iter().map(name_image).any(|c| is(SIDECAR_INIT_NAMES, SIDECAR_INIT_IMAGES, c))
     }
 
-    /// The first regular container, whose security context and service-account mount are copied.
     pub fn first_container(&self) -> Option<&'a Value> {
         self.containers().first()
     }

@@ -47,6 +47,23 @@ const NOT_INJECTED: &str = "object.kind != 'Pod' || !(object.spec.containers.exi
 const NOT_OPTED_OUT: &str = "object.kind != 'Pod' || !has(object.metadata.annotations) || \
 !('linkerd.io/inject' in object.metadata.annotations) || object.metadata.annotations['linkerd.io/inject'] != 'disabled'";
 
+/// The namespaces injection reaches: not those opted out of admission webhooks, nor
+/// kube-system and cert-manager (the admission policy uses the same).
+pub fn namespace_selector() -> Value {
+    json!({"matchExpressions": [
+        {"key": "config.linkerd.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]},
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "cert-manager"]},
+    ]})
+}
+
+/// The objects injection reaches: not Linkerd's own control plane and CNI.
+pub fn object_selector() -> Value {
+    json!({"matchExpressions": [
+        {"key": "linkerd.io/control-plane-component", "operator": "DoesNotExist"},
+        {"key": "linkerd.io/cni-resource", "operator": "DoesNotExist"},
+    ]})
+}
+
 impl Registration {
     pub fn failure_policy(&self) -> &'static str {
         match self.error_policy {
@@ -66,14 +83,7 @@ impl Registration {
             use base64::Engine as _;
             client_config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
         }
-        let namespace_selector = json!({"matchExpressions": [
-            {"key": "config.linkerd.io/admission-webhooks", "operator": "NotIn", "values": ["disabled"]},
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "cert-manager"]},
-        ]});
-        let object_selector = json!({"matchExpressions": [
-            {"key": "linkerd.io/control-plane-component", "operator": "DoesNotExist"},
-            {"key": "linkerd.io/cni-resource", "operator": "DoesNotExist"},
-        ]});
+        let (namespace_selector, object_selector) = (namespace_selector(), object_selector());
         let mut match_conditions = vec![json!({"name": "not-already-injected", "expression": NOT_INJECTED})];
         if !self.sees_opted_out_pods {
             match_conditions.push(json!({"name": "not-opted-out", "expression": NOT_OPTED_OUT}));

@@ -1,0 +1,57 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+const EXAMPLE_VALUES: &str = include_str!("../../../examples/values.yaml");
+const INSTALL_DEFAULT_VALUES: &str = include_str!("../../../fixtures/linkerd-config/install-default.values.yaml");
+
+fn injector(values: &str, overrides: Value) -> Injector {
+    let mut document = manifest::parse_stream(values).unwrap().remove(0).value;
+    merge(&mut document, overrides);
+    Injector::new(inject::values::ValuesDocument::from_value(document).unwrap(), "linkerd").unwrap()
+}
+
+fn merge(base: &mut Value, later: Value) {
+    match (base, later) {
+        (Value::Object(base), Value::Object(later)) => {
+            for (k, v) in later {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, later) => *base = later,
+    }
+}
+
+fn options() -> Options {
+    Options {
+        failure_policy: "Ignore",
+        namespace_selector: json!({}),
+        object_selector: json!({}),
+        control_plane_ns: "linkerd".into(),
+    }
+}
+
+#[test]
+fn the_unedited_install_values_and_the_examples_compile() {
+    for values in [EXAMPLE_VALUES, INSTALL_DEFAULT_VALUES] {
+        let mut overrides = json!({});
+        if !values.contains("identityTrustAnchorsPEM: |") {
+            overrides = json!({"identityTrustAnchorsPEM": manifest::parse_stream(EXAMPLE_VALUES).unwrap()[0].value["identityTrustAnchorsPEM"]});
+        }
+        let compiled = compile(&injector(values, overrides), &options()).unwrap();
+        let mutation = compiled.policy["spec"]["mutations"][0]["jsonPatch"]["expression"].as_str().unwrap();
+        assert!(mutation.contains(&compiled.fingerprint()), "the pods carry the policy's digest");
+        assert_eq!(compiled.policy["metadata"]["annotations"][COMPILED_FROM], compiled.digest);
+    }
+}
+
+#[test]
+fn what_the_policy_cannot_compile_is_refused_by_name() {
+    let tracing = json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "c:4317",
+        "meshIdentity": {"serviceAccountName": "c", "namespace": "t"}}}}});
+    let error = compile(&injector(EXAMPLE_VALUES, tracing), &options()).unwrap_err();
+    assert!(error.to_string().contains("proxy.tracing.enabled"), "{error}");
+    let named =
+        compile(&injector(EXAMPLE_VALUES, json!({"proxy": {"opaquePorts": "25,mysql"}})), &options()).unwrap_err();
+    assert!(named.to_string().contains("proxy.opaquePorts"), "{named}");
+}

@@ -1,0 +1,386 @@
+//! Injection by the MutatingAdmissionPolicy, on the real apiserver: for a matrix of pods, the
+//! policy stores exactly what the webhook stores; pods the policy does not support reach the
+//! webhook; pods the policy supports are injected with the webhook down; and the Rust twin of
+//! the policy's conditions (what `explain` says) agrees with the apiserver's CEL on every pod.
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use kube::api::{Api, PostParams};
+use serde_json::{Map, Value, json};
+use webhook::ErrorPolicy;
+use webhook::registration::{Endpoint, Registration};
+
+use crate::harness::*;
+use crate::install::apply;
+
+/// The webhook's values as the tests give them, and the injector the policy is compiled from.
+fn injector(values: &Value) -> inject::Injector {
+    let mut document = values.clone();
+    document["identityTrustAnchorsPEM"] = json!(trust_anchors());
+    let values = inject::values::ValuesDocument::from_value(document).unwrap();
+    inject::Injector::new(values, "linkerd").unwrap()
+}
+
+/// The policy compiled from `values`, named for `test` and limited to namespaces labelled with
+/// any of `labels`.
+fn compiled_policy(values: &Value, test: &str, labels: &[&str]) -> (Vec<Value>, admission_policy::Support) {
+    let injector = injector(values);
+    let mut namespace_selector = webhook::registration::namespace_selector();
+    namespace_selector["matchExpressions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": TEST_LABEL, "operator": "In", "values": labels}));
+    // Fail, not install's Ignore: an expression that errs fails the test instead of passing the
+    // pod on to the webhook unnoticed.
+    let options = admission_policy::Options {
+        failure_policy: "Fail",
+        namespace_selector,
+        object_selector: webhook::registration::object_selector(),
+        control_plane_ns: "linkerd".into(),
+    };
+    let compiled = admission_policy::compile(&injector, &options).unwrap();
+    let name = format!("{}-{test}", admission_policy::POLICY_NAME);
+    let (mut policy, mut binding) = (compiled.policy, compiled.binding);
+    policy["metadata"]["name"] = json!(name);
+    binding["metadata"]["name"] = json!(name);
+    binding["spec"]["policyName"] = json!(name);
+    (vec![policy, binding], admission_policy::support(&injector).unwrap())
+}
+
+/// Registers the webhook for the namespaces labelled with any of `labels`.
+async fn register_for(client: &kube::Client, test: &str, webhook: &WebhookProcess, labels: &[&str]) {
+    let registration = Registration {
+        control_plane_ns: "linkerd".into(),
+        endpoint: Endpoint::Url(webhook.url()),
+        ca_bundle: Some(webhook.pki.ca_pem.clone()),
+        error_policy: ErrorPolicy::Deny,
+        timeout_seconds: 10,
+        sees_opted_out_pods: false,
+    };
+    let mut configuration = registration.render();
+    configuration["metadata"]["name"] = json!(format!("{}-{test}", webhook::registration::CONFIGURATION_NAME));
+    for entry in configuration["webhooks"].as_array_mut().unwrap() {
+        let expressions = entry["namespaceSelector"]["matchExpressions"].as_array_mut().unwrap();
+        expressions.push(json!({"key": TEST_LABEL, "operator": "In", "values": labels}));
+    }
+    apply(client, &[configuration]).await;
+}
+
+/// What injection adds to a stored pod, comparable across namespaces and paths: its labels, its
+/// annotations (without the fingerprint, which names the path) and its spec, with the
+/// namespace's name and the apiserver's per-pod token volume name made constant.
+fn injected_parts(pod: &Pod) -> Value {
+    let namespace = pod.metadata.namespace.clone().unwrap();
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove(inject::FINGERPRINT);
+    let parts = json!({"labels": pod.metadata.labels, "annotations": annotations, "spec": pod.spec});
+    let text = parts.to_string().replace(&namespace, "NAMESPACE");
+    let mut pieces = text.split("kube-api-access-");
+    let mut normalized = pieces.next().unwrap_or_default().to_string();
+    for rest in pieces {
+        normalized.push_str("kube-api-access-TOKEN");
+        normalized.push_str(rest.get(5..).unwrap_or_default());
+    }
+    serde_json::from_str(&normalized).unwrap()
+}
+
+fn fingerprint(pod: &Pod) -> String {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(inject::FINGERPRINT)).cloned().unwrap_or_default()
+}
+
+fn injected_by_policy(pod: &Pod) -> bool {
+    is_injected(pod) && fingerprint(pod).starts_with(admission_policy::FINGERPRINT_PREFIX)
+}
+
+fn injected_by_webhook(pod: &Pod) -> bool {
+    is_injected(pod) && !fingerprint(pod).is_empty() && !injected_by_policy(pod)
+}
+
+fn pod(name: &str, annotations: Value, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations}, "spec": spec})
+}
+
+fn app(name: &str) -> Value {
+    json!({"name": name, "image": "nginx:1.27"})
+}
+
+/// A pod without a token mount: the webhook leaves it alone unless Linkerd projects its own.
+fn no_token_pod() -> Value {
+    pod("no-token", json!({}), json!({"automountServiceAccountToken": false, "containers": [app("app")]}))
+}
+
+/// Bare pods the policy supports, named for what they exercise.
+fn supported_pods(support: &admission_policy::Support) -> Vec<Value> {
+    let ports = json!({"name": "app", "image": "nginx:1.27",
+        "ports": [{"containerPort": 8080, "name": "http"}, {"containerPort": 3306, "name": "mysql"}, {"containerPort": 9090}],
+        "livenessProbe": {"httpGet": {"path": "/live", "port": 9091}},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}}});
+    vec![
+        pod("plain", json!({}), json!({"containers": [app("app")]})),
+        pod("own-opt-in", json!({"linkerd.io/inject": "enabled"}), json!({"containers": [app("app")]})),
+        pod(
+            "ports-and-probes",
+            json!({}),
+            json!({"initContainers": [{"name": "setup", "image": "busybox", "ports": [{"containerPort": 11211, "name": "cache"}]}],
+                "containers": [ports, {"name": "second", "image": "redis", "ports": [{"containerPort": 6379}, {"containerPort": 8080}]}]}),
+        ),
+        pod(
+            "opaque-ports",
+            json!({"config.linkerd.io/opaque-ports": "3306, http,8000-8010,9000-9000,080,,"}),
+            json!({"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 8080, "name": "http"}]}]}),
+        ),
+        pod(
+            "capabilities",
+            json!({}),
+            json!({"containers": [{"name": "app", "image": "nginx", "securityContext": {"capabilities":
+                {"add": ["NET_BIND_SERVICE"], "drop": ["ALL", "NET_RAW"]}}}]}),
+        ),
+        pod(
+            "app-native-sidecar",
+            json!({"other.example/annotation": "kept"}),
+            json!({"initContainers": [{"name": "log-shipper", "image": "fluent-bit", "restartPolicy": "Always"}],
+                "containers": [app("app")]}),
+        ),
+        pod(
+            "owned-by-daemonset",
+            json!({}),
+            json!({"containers": [app("app")]}),
+        ),
+    ]
+    .into_iter()
+    .chain(support.token_projection.then(no_token_pod))
+    .map(|mut pod| {
+        if pod["metadata"]["name"] == "owned-by-daemonset" {
+            pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agents",
+                "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]);
+        }
+        pod
+    })
+    .collect()
+}
+
+/// Pods the policy leaves to the webhook, and whether the webhook injects them. All are created
+/// in namespaces opted in with `enabled`, where a pod's own `ingress` does not count (the
+/// namespace's value wins), except `ingress`, which opts in by itself.
+fn webhook_pods(support: &admission_policy::Support) -> Vec<(Value, bool)> {
+    vec![
+        (pod("ingress", json!({"linkerd.io/inject": "ingress"}), json!({"containers": [app("app")]})), true),
+        (
+            pod(
+                "cpu-override",
+                json!({"config.linkerd.io/proxy-cpu-request": "200m"}),
+                json!({"containers": [app("app")]}),
+            ),
+            true,
+        ),
+        (
+            pod(
+                "unknown-opaque-name",
+                json!({"config.linkerd.io/opaque-ports": "nope"}),
+                json!({"containers": [app("app")]}),
+            ),
+            true,
+        ),
+        (pod("host-network", json!({}), json!({"hostNetwork": true, "containers": [app("app")]})), false),
+        (pod("owned-by-job", json!({}), json!({"restartPolicy": "Never", "containers": [app("app")]})), true),
+    ]
+    .into_iter()
+    .chain((!support.token_projection).then(|| (no_token_pod(), false)))
+    .map(|(mut pod, injected)| {
+        if pod["metadata"]["name"] == "owned-by-job" {
+            pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "batch",
+                "uid": "00000000-0000-0000-0000-000000000002", "controller": true}]);
+        }
+        (pod, injected)
+    })
+    .collect()
+}
+
+/// A pod as the policy sees it: after the apiserver's built-in admission (the service-account
+/// plugin adds the token mount), before any mutation of ours. A dry run where nothing injects.
+async fn admitted(client: &kube::Client, plain_namespace: &str, pod: &Value) -> Value {
+    let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let api = Api::<Pod>::namespaced(client.clone(), plain_namespace);
+    let stored = api.create(&PostParams { dry_run: true, ..PostParams::default() }, &typed).await.unwrap();
+    serde_json::to_value(stored).unwrap()
+}
+
+fn annotations_of(value: &Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+/// Waits until dry-run pods in `namespace` come back injected the way `injected` tells (the
+/// apiserver picks up new policies and registrations after a moment).
+async fn wait_until_injecting(client: &kube::Client, namespace: &str, injected: fn(&Pod) -> bool) {
+    let probe: Pod =
+        serde_json::from_value(pod("activation-probe", json!({}), json!({"containers": [app("app")]}))).unwrap();
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let started = std::time::Instant::now();
+    loop {
+        let last = match api.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await {
+            Ok(pod) if injected(&pod) => return,
+            Ok(pod) => format!("{:?}", pod.metadata.annotations),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "injection never took effect in {namespace}: {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The workloads whose controllers create the pods, one of each kind the policy resolves.
+async fn create_workloads(client: &kube::Client, namespace: &str) {
+    let template = |app: &str| {
+        json!({"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "app", "image": "nginx",
+            "ports": [{"containerPort": 80, "name": "http"}]}]}})
+    };
+    let spec = |app: &str| json!({"replicas": 1, "selector": {"matchLabels": {"app": app}}, "template": template(app)});
+    let post = PostParams::default();
+    let deployment: Deployment =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": spec("web")})).unwrap();
+    Api::<Deployment>::namespaced(client.clone(), namespace).create(&post, &deployment).await.unwrap();
+    let replica_set: ReplicaSet =
+        serde_json::from_value(json!({"metadata": {"name": "bare"}, "spec": spec("bare")})).unwrap();
+    Api::<ReplicaSet>::namespaced(client.clone(), namespace).create(&post, &replica_set).await.unwrap();
+    let mut stateful = spec("db");
+    stateful["serviceName"] = json!("db");
+    let stateful_set: StatefulSet =
+        serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": stateful})).unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), namespace).create(&post, &stateful_set).await.unwrap();
+    let controller: ReplicationController = serde_json::from_value(json!({"metadata": {"name": "legacy"},
+        "spec": {"replicas": 1, "selector": {"app": "legacy"}, "template": template("legacy")}}))
+    .unwrap();
+    Api::<ReplicationController>::namespaced(client.clone(), namespace).create(&post, &controller).await.unwrap();
+}
+
+const WORKLOAD_LABELS: [(&str, &str, &str); 4] = [
+    ("web", "linkerd.io/proxy-deployment", "web"),
+    ("bare", "linkerd.io/proxy-replicaset", "bare"),
+    ("db", "linkerd.io/proxy-statefulset", "db"),
+    ("legacy", "linkerd.io/proxy-replicationcontroller", "legacy"),
+];
+
+/// Everything the equivalence needs, for one configuration of the values.
+async fn equivalence(test: &str, values: Value) {
+    let client = client().await;
+    let (policy_label, webhook_label, both_label, plain_label) =
+        (format!("{test}-policy"), format!("{test}-webhook"), format!("{test}-both"), format!("{test}-plain"));
+    let mut webhook = WebhookProcess::start(WebhookOptions { values: values.clone(), ..WebhookOptions::default() });
+    let (policy_objects, support) = compiled_policy(&values, test, &[&policy_label, &both_label]);
+    // Namespace settings the pods inherit: opted in, opted in with opaque ports, not opted in.
+    let settings = [
+        ("enabled", json!({"linkerd.io/inject": "enabled"})),
+        ("opaque", json!({"linkerd.io/inject": "enabled", "config.linkerd.io/opaque-ports": "3306,7000-7002"})),
+        ("own", json!({})),
+    ];
+    for (setting, annotations) in &settings {
+        for label in [&policy_label, &webhook_label] {
+            namespace(&client, label, &format!("{label}-{setting}"), annotations.clone(), json!({})).await;
+        }
+    }
+    let both_ns = format!("{both_label}-enabled");
+    namespace(&client, &both_label, &both_ns, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let both_own_ns = format!("{both_label}-own");
+    namespace(&client, &both_label, &both_own_ns, json!({}), json!({})).await;
+    let plain_ns = format!("{plain_label}-dry-runs");
+    namespace(&client, &plain_label, &plain_ns, json!({}), json!({})).await;
+    apply(&client, &policy_objects).await;
+    register_for(&client, test, &webhook, &[&webhook_label, &both_label]).await;
+    wait_until_injecting(&client, &format!("{policy_label}-enabled"), injected_by_policy).await;
+    wait_until_injecting(&client, &format!("{webhook_label}-enabled"), injected_by_webhook).await;
+
+    for (setting, namespace_annotations) in &settings {
+        let (policy_ns, webhook_ns) = (format!("{policy_label}-{setting}"), format!("{webhook_label}-{setting}"));
+        for mut pod in supported_pods(&support) {
+            if *setting == "own" {
+                pod["metadata"]["annotations"]["linkerd.io/inject"] = json!("enabled");
+            }
+            let name = format!("{setting}/{}", pod["metadata"]["name"].as_str().unwrap());
+            let seen = admitted(&client, &plain_ns, &pod).await;
+            let route = admission_policy::route(&support, &seen, Some(&annotations_of(namespace_annotations)));
+            assert_eq!(route, admission_policy::Route::Policy, "{name}: the Rust conditions take it");
+            let by_policy = create_pod(&client, &policy_ns, &pod).await.unwrap();
+            let by_webhook = create_pod(&client, &webhook_ns, &pod).await.unwrap();
+            assert!(
+                injected_by_policy(&by_policy),
+                "{name}: the policy injects it: {:?}",
+                by_policy.metadata.annotations
+            );
+            assert!(injected_by_webhook(&by_webhook), "{name}: the webhook injects it");
+            let (policy_parts, webhook_parts) = (injected_parts(&by_policy), injected_parts(&by_webhook));
+            if policy_parts != webhook_parts {
+                let (a, b) = (manifest::to_yaml(&policy_parts).unwrap(), manifest::to_yaml(&webhook_parts).unwrap());
+                let diff = similar::TextDiff::from_lines(&b, &a).unified_diff().header("webhook", "policy").to_string();
+                panic!("{name}: the policy and the webhook store different pods:\n{diff}");
+            }
+        }
+    }
+
+    for (pod, injected) in webhook_pods(&support) {
+        let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+        let (setting, both_ns) =
+            if name == "ingress" { (&settings[2], &both_own_ns) } else { (&settings[0], &both_ns) };
+        let seen = admitted(&client, &plain_ns, &pod).await;
+        let route = admission_policy::route(&support, &seen, Some(&annotations_of(&setting.1)));
+        assert!(
+            matches!(route, admission_policy::Route::Webhook { .. }),
+            "{name}: the Rust conditions leave it: {route:?}"
+        );
+        let by_policy = create_pod(&client, &format!("{policy_label}-{}", setting.0), &pod).await.unwrap();
+        assert!(!is_injected(&by_policy), "{name}: the policy leaves it alone");
+        let by_both = create_pod(&client, both_ns, &pod).await.unwrap();
+        assert_eq!(injected_by_webhook(&by_both), injected, "{name}: the webhook handles it");
+    }
+
+    create_workloads(&client, &format!("{policy_label}-enabled")).await;
+    create_workloads(&client, &format!("{webhook_label}-enabled")).await;
+    for (app, label, owner) in WORKLOAD_LABELS {
+        let by_policy = wait_for_pods(&client, &format!("{policy_label}-enabled"), &format!("app={app}"), 1).await;
+        let by_webhook = wait_for_pods(&client, &format!("{webhook_label}-enabled"), &format!("app={app}"), 1).await;
+        assert!(injected_by_policy(&by_policy[0]), "{app}: its controller's pod is injected by the policy");
+        assert_eq!(by_policy[0].metadata.labels.as_ref().unwrap()[label], owner, "{app}");
+        assert_eq!(injected_parts(&by_policy[0]), injected_parts(&by_webhook[0]), "{app}: the same pod either way");
+    }
+    let job: Job = serde_json::from_value(json!({"metadata": {"name": "once"}, "spec": {"template": {
+        "metadata": {"labels": {"app": "once"}}, "spec": {"restartPolicy": "Never", "containers": [app("app")]}}}}))
+    .unwrap();
+    Api::<Job>::namespaced(client.clone(), &both_ns).create(&PostParams::default(), &job).await.unwrap();
+    let job_pods = wait_for_pods(&client, &both_ns, "app=once", 1).await;
+    assert!(injected_by_webhook(&job_pods[0]), "a Job's pod is the webhook's, which finds the Job's owner");
+    assert_eq!(job_pods[0].metadata.labels.as_ref().unwrap()["linkerd.io/proxy-job"], "once");
+
+    // The webhook down, with failurePolicy Fail: what the policy injects is still created
+    // injected; what it leaves to the webhook is refused, not created without its proxy.
+    webhook.terminate();
+    let served =
+        create_pod(&client, &both_ns, &pod("while-down", json!({}), json!({"containers": [app("app")]}))).await;
+    assert!(served.as_ref().is_ok_and(injected_by_policy), "injected with the webhook down: {served:?}");
+    let overridden = pod(
+        "override-while-down",
+        json!({"config.linkerd.io/proxy-cpu-request": "200m"}),
+        json!({"containers": [app("app")]}),
+    );
+    assert!(create_pod(&client, &both_ns, &overridden).await.is_err(), "the webhook's pods wait for the webhook");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_and_webhook_store_the_same_pods_native_sidecar() {
+    equivalence("p01", json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_and_webhook_store_the_same_pods_classic_sidecar() {
+    equivalence("p02", json!({"proxy": {"nativeSidecar": false}})).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_and_webhook_store_the_same_pods_cni_without_token_projection() {
+    equivalence(
+        "p03",
+        json!({"cniEnabled": true, "proxy": {"nativeSidecar": false}, "identity": {"serviceAccountTokenProjection": false}}),
+    )
+    .await;
+}
