@@ -138,10 +138,10 @@ pub fn compile(injector: &Injector, options: &Options) -> Result<Compiled, Compi
     }
 
     let mut operations = vec![
-        create_if_missing("object.metadata", "annotations", "/metadata/annotations", json!({})),
-        create_if_missing("object.metadata", "labels", "/metadata/labels", json!({})),
-        create_if_missing("object.spec", "volumes", "/spec/volumes", json!([])),
-        create_if_missing("object.spec", "initContainers", "/spec/initContainers", json!([])),
+        create_if_missing("object.metadata", "annotations", "/metadata/annotations", "{}"),
+        create_if_missing("object.metadata", "labels", "/metadata/labels", "{}"),
+        create_if_missing("object.spec", "volumes", "/spec/volumes", "[]"),
+        create_if_missing("object.spec", "initContainers", "/spec/initContainers", "[]"),
     ];
     for operation in outcome.patch.operations() {
         operations.push(compile_operation(&operation.path, &operation.value, v.proxy.security_context.is_empty())?);
@@ -237,8 +237,7 @@ fn probe(support: &Support) -> Probe {
     Probe { pod, namespace_annotations }
 }
 
-fn create_if_missing(parent: &str, field: &str, path: &str, empty: Value) -> String {
-    let empty = if empty.is_array() { "[]" } else { "{}" };
+fn create_if_missing(parent: &str, field: &str, path: &str, empty: &str) -> String {
     format!("(has({parent}.{field}) ? [] : [JSONPatch{{op: \"add\", path: {}, value: {empty}}}])", cel::string(path))
 }
 

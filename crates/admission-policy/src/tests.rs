@@ -7,19 +7,8 @@ const INSTALL_DEFAULT_VALUES: &str = include_str!("../../../fixtures/linkerd-con
 
 fn injector(values: &str, overrides: Value) -> Injector {
     let mut document = manifest::parse_stream(values).unwrap().remove(0).value;
-    merge(&mut document, overrides);
+    inject::values::merge_value(&mut document, overrides);
     Injector::new(inject::values::ValuesDocument::from_value(document).unwrap(), "linkerd").unwrap()
-}
-
-fn merge(base: &mut Value, later: Value) {
-    match (base, later) {
-        (Value::Object(base), Value::Object(later)) => {
-            for (k, v) in later {
-                merge(base.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (base, later) => *base = later,
-    }
 }
 
 fn options() -> Options {

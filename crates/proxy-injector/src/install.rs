@@ -145,19 +145,8 @@ fn set_value(document: Value, assignment: &str) -> anyhow::Result<Value> {
         patch = json!({ segment: patch });
     }
     let mut merged = document;
-    merge(&mut merged, patch);
+    inject::values::merge_value(&mut merged, patch);
     Ok(merged)
-}
-
-fn merge(base: &mut Value, later: Value) {
-    match (base, later) {
-        (Value::Object(base), Value::Object(later)) => {
-            for (k, v) in later {
-                merge(base.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (base, later) => *base = later,
-    }
 }
 
 fn values_document(args: &InstallArgs) -> anyhow::Result<Value> {
@@ -166,7 +155,7 @@ fn values_document(args: &InstallArgs) -> anyhow::Result<Value> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read values file {}", path.display()))?;
         let parsed = manifest::parse_stream(&text).with_context(|| path.display().to_string())?;
-        merge(&mut document, parsed.into_iter().next().map_or(json!({}), |d| d.value));
+        inject::values::merge_value(&mut document, parsed.into_iter().next().map_or(json!({}), |d| d.value));
     }
     for assignment in &args.set {
         document = set_value(document, assignment)?;
