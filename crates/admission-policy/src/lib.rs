@@ -18,6 +18,7 @@
 
 pub mod cel;
 pub mod support;
+pub mod unserved;
 
 use inject::annotation::{self as key};
 use inject::patch::{PatchValue, escape_token};

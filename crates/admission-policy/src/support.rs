@@ -55,6 +55,13 @@ pub struct Condition {
     holds: fn(&Support, &Facts<'_>) -> bool,
 }
 
+impl Condition {
+    /// The condition as CEL over `object` (and `namespaceObject` when it reads the namespace).
+    pub fn cel(&self, support: &Support) -> String {
+        (self.cel)(support)
+    }
+}
+
 /// A CEL map lookup of an annotation of the pod (`object`) or its namespace (`namespaceObject`).
 fn annotation(of: &str, key: &str) -> String {
     format!("{of}.metadata.?annotations[?{}]", cel::string(key))
@@ -256,14 +263,14 @@ pub fn match_conditions(support: &Support) -> Vec<Value> {
     conditions(support)
         .iter()
         .filter(|c| !c.reads_namespace)
-        .map(|c| json!({"name": c.name, "expression": (c.cel)(support)}))
+        .map(|c| json!({"name": c.name, "expression": c.cel(support)}))
         .collect()
 }
 
 /// CEL: every condition that reads the namespace holds.
 pub fn namespace_conditions(support: &Support) -> String {
     let parts: Vec<String> =
-        conditions(support).iter().filter(|c| c.reads_namespace).map(|c| format!("({})", (c.cel)(support))).collect();
+        conditions(support).iter().filter(|c| c.reads_namespace).map(|c| format!("({})", c.cel(support))).collect();
     parts.join(" && ")
 }
 

@@ -1,6 +1,7 @@
 //! `check`: is the installed injector working? The registration exists and points at a
 //! webhook, its caBundle verifies the serving certificate, the certificate is not about to
-//! expire, and a server-side dry-run pod comes back injected.
+//! expire; an admission policy is bound and compiled from the current linkerd-config; and a
+//! server-side dry-run pod comes back injected.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub struct CheckArgs {
     /// Name of the MutatingWebhookConfiguration
     #[arg(long, default_value = webhook::registration::CONFIGURATION_NAME)]
     configuration: String,
+    /// Name of the MutatingAdmissionPolicy (`install --injection policy` or `both`)
+    #[arg(long, default_value = admission_policy::POLICY_NAME)]
+    policy: String,
     /// Namespace for the dry-run pod (it must allow injection and have a default ServiceAccount)
     #[arg(long, default_value = "default")]
     test_namespace: String,
@@ -154,24 +158,107 @@ fn served_chain(url: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 pub fn run(args: &CheckArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> anyhow::Result<bool> {
     let namespace = args.namespace.clone().unwrap_or_else(|| control_plane_ns.to_string());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = runtime.block_on(checks(args, cluster, &namespace))?;
+    let report = runtime.block_on(checks(args, cluster, &namespace, control_plane_ns))?;
     report.print();
     Ok(!report.failed())
 }
 
-async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> anyhow::Result<Report> {
+fn admission_api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+async fn checks(
+    args: &CheckArgs,
+    cluster: &ClusterArgs,
+    namespace: &str,
+    control_plane_ns: &str,
+) -> anyhow::Result<Report> {
     let client = cluster.client().await?;
     let mut lines = Vec::new();
-    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration");
-    let configurations: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
-    let Some(configuration) = configurations.get_opt(&args.configuration).await? else {
-        lines.push(Line::Fail(format!(
-            "the webhook configuration {} does not exist (run `proxy-injector install`)",
+    let policy = admission_api(&client, "MutatingAdmissionPolicy").get_opt(&args.policy).await?;
+    let configuration = admission_api(&client, "MutatingWebhookConfiguration").get_opt(&args.configuration).await?;
+    match (&configuration, &policy) {
+        (None, None) => {
+            lines.push(Line::Fail(format!(
+                "neither the webhook configuration {} nor the admission policy {} exists (run `proxy-injector install`)",
+                args.configuration, args.policy
+            )));
+            return Ok(Report { lines });
+        }
+        (Some(configuration), _) => {
+            lines.push(Line::Ok(format!("the webhook configuration {} exists", args.configuration)));
+            if !webhook_checks(&client, configuration, namespace, &mut lines).await? {
+                return Ok(Report { lines });
+            }
+        }
+        (None, Some(_)) => lines.push(Line::Ok(format!(
+            "no webhook configuration {}: the admission policy injects alone (--injection policy)",
             args.configuration
-        )));
-        return Ok(Report { lines });
+        ))),
+    }
+    if let Some(policy) = &policy {
+        policy_checks(&client, args, policy, control_plane_ns, &mut lines).await?;
+    }
+    dry_run_check(client, args, &mut lines).await?;
+    Ok(Report { lines })
+}
+
+/// The policy is bound, and compiled from the configuration the webhook loads now: after a
+/// `linkerd upgrade` it would still inject the old proxy.
+async fn policy_checks(
+    client: &kube::Client,
+    args: &CheckArgs,
+    policy: &DynamicObject,
+    control_plane_ns: &str,
+    lines: &mut Vec<Line>,
+) -> anyhow::Result<()> {
+    let name = &args.policy;
+    let bound = admission_api(client, "MutatingAdmissionPolicyBinding")
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|b| b.data["spec"]["policyName"] == name.as_str());
+    if bound {
+        lines.push(Line::Ok(format!("the admission policy {name} exists and is bound")));
+    } else {
+        lines.push(Line::Fail(format!("the admission policy {name} has no binding, so it injects nothing")));
+    }
+    let compiled_from = policy.metadata.annotations.as_ref().and_then(|a| a.get(admission_policy::COMPILED_FROM));
+    let current = match reconcile::controller::Source::Cluster.load(client, control_plane_ns).await {
+        Ok(injector) => admission_policy::fingerprint(&injector).map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
     };
-    lines.push(Line::Ok(format!("the webhook configuration {} exists", args.configuration)));
+    let installed = compiled_from.map(|digest| format!("{}{digest}", admission_policy::FINGERPRINT_PREFIX));
+    match (installed, current) {
+        (_, Err(error)) => lines.push(Line::Fail(format!(
+            "the configuration in namespace {control_plane_ns} cannot be compiled into the admission policy: {error}"
+        ))),
+        (None, _) => lines.push(Line::Fail(format!(
+            "the admission policy {name} has no {} annotation; re-run `proxy-injector install`",
+            admission_policy::COMPILED_FROM
+        ))),
+        (Some(installed), Ok(current)) if installed == current => lines.push(Line::Ok(format!(
+            "the admission policy {name} is compiled from the current linkerd-config ({current})"
+        ))),
+        (Some(installed), Ok(current)) => lines.push(Line::Fail(format!(
+            "the admission policy {name} is stale: it was compiled from another configuration ({installed}) than \
+             linkerd-config in namespace {control_plane_ns} now holds ({current}), so it injects outdated proxies; \
+             re-run `proxy-injector install` with the same --injection"
+        ))),
+    }
+    Ok(())
+}
+
+/// Where the registration sends admissions answers with a certificate its caBundle verifies;
+/// false when nothing further can be checked.
+async fn webhook_checks(
+    client: &kube::Client,
+    configuration: &DynamicObject,
+    namespace: &str,
+    lines: &mut Vec<Line>,
+) -> anyhow::Result<bool> {
     let webhook = &configuration.data["webhooks"][0];
     let client_config = &webhook["clientConfig"];
     let ca_bundle = client_config["caBundle"].as_str().map(|b| {
@@ -188,7 +275,7 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
             }
             Err(error) => {
                 lines.push(Line::Fail(format!("the webhook does not answer at {url}: {error:#}")));
-                return Ok(Report { lines });
+                return Ok(false);
             }
         }
     } else {
@@ -199,7 +286,7 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
             lines.push(Line::Fail(format!(
                 "the webhook configuration points at service {svc_ns}/{svc_name}, which does not exist"
             )));
-            return Ok(Report { lines });
+            return Ok(false);
         }
         lines.push(Line::Ok(format!("the webhook configuration points at service {svc_ns}/{svc_name}")));
         let slices = Api::<EndpointSlice>::namespaced(client.clone(), svc_ns)
@@ -224,7 +311,7 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
             .and_then(|d| d.get("tls.crt").map(|b| String::from_utf8_lossy(&b.0).into_owned()));
         let Some(cert) = cert else {
             lines.push(Line::Fail(format!("the serving certificate secret {namespace}/{TLS_SECRET} is missing")));
-            return Ok(Report { lines });
+            return Ok(false);
         };
         let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap_or_default();
         (format!("{svc_name}.{svc_ns}.svc"), chain)
@@ -263,6 +350,11 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
         }
     }
 
+    Ok(true)
+}
+
+/// A server-side dry-run pod comes back with the proxy, by whichever path.
+async fn dry_run_check(client: kube::Client, args: &CheckArgs, lines: &mut Vec<Line>) -> anyhow::Result<()> {
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "proxy-injector-check",
         "annotations": {"linkerd.io/inject": "enabled"}},
         "spec": {"containers": [{"name": "check", "image": "proxy-injector-check", "ports": [{"containerPort": 80}]}]}}))?;
@@ -288,5 +380,5 @@ async fn checks(args: &CheckArgs, cluster: &ClusterArgs, namespace: &str) -> any
             lines.push(Line::Fail(format!("a dry-run pod in namespace {} was refused: {error}", args.test_namespace)))
         }
     }
-    Ok(Report { lines })
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use inject::values::ValuesDocument;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -21,6 +21,24 @@ pub const NAME: &str = "proxy-injector";
 pub const TLS_SECRET: &str = "proxy-injector-tls";
 /// Certificates this close to expiry are replaced on re-install, and `check` warns about them.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Who injects pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Injection {
+    /// The webhook alone.
+    Webhook,
+    /// The apiserver alone, through a MutatingAdmissionPolicy: no webhook, no certificate. Pods
+    /// outside the policy's support are created without a proxy, with a warning to whoever
+    /// applies them.
+    Policy,
+    /// The policy for the pods it supports, the webhook for the rest and for any pod the policy
+    /// fails on.
+    Both,
+}
+
+/// The flags that configure the webhook's Deployment or registration, refused without one.
+const WEBHOOK_ONLY_FLAGS: [&str; 5] =
+    ["--ha", "--cert-manager", "--reconcile", "--webhook-url", "--retire-linkerd-injector"];
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -64,8 +82,21 @@ pub struct InstallArgs {
     /// Do not look for an existing certificate in the cluster; generate a new one
     #[arg(long)]
     ignore_cluster: bool,
+    /// Who injects: the webhook, a MutatingAdmissionPolicy inside the apiserver, or both (the
+    /// policy first, the webhook for what it leaves)
+    #[arg(long, value_enum, default_value = "webhook")]
+    injection: Injection,
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
     output: OutputFormat,
+}
+
+impl InstallArgs {
+    /// The webhook-only flags given.
+    fn webhook_flags(&self) -> impl Iterator<Item = &'static str> {
+        let given =
+            [self.ha, self.cert_manager, self.reconcile, self.webhook_url.is_some(), self.retire_linkerd_injector];
+        WEBHOOK_ONLY_FLAGS.into_iter().zip(given).filter_map(|(flag, set)| set.then_some(flag))
+    }
 }
 
 /// The serving certificate, its key, and the CA that signed it.
@@ -186,7 +217,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
     let given = values_document(args)?;
     let values = ValuesDocument::from_value(given.clone())?;
     // The same checks the webhook makes when it loads these values.
-    inject::Injector::new(values.clone(), control_plane_ns)?;
+    let injector = inject::Injector::new(values.clone(), control_plane_ns)?;
     let v = &values.values;
     if args.standalone && v.identity_trust_anchors_pem.trim().is_empty() {
         bail!("--standalone needs the identity trust anchors: set identityTrustAnchorsPEM in --values");
@@ -194,6 +225,24 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
     let error_policy = match (args.ha, v.webhook_failure_policy.as_str()) {
         (true, _) | (false, "Fail") => ErrorPolicy::Deny,
         _ => ErrorPolicy::Admit,
+    };
+    let injector = match args.injection {
+        Injection::Webhook => injector,
+        _ => policy_injector(args, cluster, control_plane_ns, injector)?,
+    };
+    let policy = match args.injection {
+        Injection::Webhook => Vec::new(),
+        // The webhook catches what the policy fails on.
+        Injection::Both => policy_objects(&injector, "Ignore", control_plane_ns, false)?,
+        Injection::Policy => {
+            if let Some(flag) = args.webhook_flags().next() {
+                bail!("{flag} configures the webhook, which --injection policy does not install; use --injection both");
+            }
+            let failure_policy = if error_policy == ErrorPolicy::Deny { "Fail" } else { "Ignore" };
+            let mut objects = standalone_config(args, &given, control_plane_ns, v)?;
+            objects.extend(policy_objects(&injector, failure_policy, control_plane_ns, true)?);
+            return Ok(objects);
+        }
     };
     let tls = if args.cert_manager {
         None
@@ -227,16 +276,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{namespace}")},
             "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}]}),
     ];
-    if args.standalone {
-        let mut linkerd_values = given;
-        if let Some(map) = linkerd_values.as_object_mut() {
-            map.remove("identityTrustAnchorsPEM");
-        }
-        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-config"),
-            "data": {"values": manifest::to_yaml(&linkerd_values)?}}));
-        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-identity-trust-roots"),
-            "data": {"ca-bundle.crt": v.identity_trust_anchors_pem}}));
-    }
+    objects.extend(standalone_config(args, &given, control_plane_ns, v)?);
     match &tls {
         Some(tls) => objects.push(
             json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": meta(TLS_SECRET),
@@ -291,6 +331,81 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         objects.push(retired);
     }
     objects.push(configuration);
+    objects.extend(policy);
+    Ok(objects)
+}
+
+/// The configuration the policy is compiled from: the one the webhook would load. With
+/// `--standalone` or `--ignore-cluster` that is the values given; otherwise the cluster's
+/// linkerd-config and trust roots, which the values given only shape the registration of.
+fn policy_injector(
+    args: &InstallArgs,
+    cluster: &ClusterArgs,
+    control_plane_ns: &str,
+    from_values: inject::Injector,
+) -> anyhow::Result<inject::Injector> {
+    if args.standalone || args.ignore_cluster {
+        return Ok(from_values);
+    }
+    let loaded = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let client = cluster.client().await?;
+        anyhow::Ok(reconcile::controller::Source::Cluster.load(&client, control_plane_ns).await?)
+    });
+    loaded.with_context(|| {
+        format!(
+            "the admission policy is compiled from the configuration in namespace {control_plane_ns} (linkerd-config \
+             and linkerd-identity-trust-roots), which cannot be read; use --standalone, or --ignore-cluster with \
+             --values, to compile it from values"
+        )
+    })
+}
+
+/// With `--standalone`, the linkerd-config and trust-roots ConfigMaps the values describe, in
+/// the control-plane namespace where the webhook, `check` and the reconciler read them.
+fn standalone_config(
+    args: &InstallArgs,
+    given: &Value,
+    control_plane_ns: &str,
+    v: &inject::values::Values,
+) -> anyhow::Result<Vec<Value>> {
+    if !args.standalone {
+        return Ok(Vec::new());
+    }
+    let namespace = args.namespace.as_deref().unwrap_or(control_plane_ns);
+    let labels = json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "linkerd",
+        "linkerd.io/control-plane-component": NAME, "linkerd.io/control-plane-ns": control_plane_ns});
+    let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
+    let mut linkerd_values = given.clone();
+    if let Some(map) = linkerd_values.as_object_mut() {
+        map.remove("identityTrustAnchorsPEM");
+    }
+    Ok(vec![
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-config"),
+            "data": {"values": manifest::to_yaml(&linkerd_values)?}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("linkerd-identity-trust-roots"),
+            "data": {"ca-bundle.crt": v.identity_trust_anchors_pem}}),
+    ])
+}
+
+/// The MutatingAdmissionPolicy and its binding, for the namespaces and objects the webhook would
+/// see; without the webhook, also the policy that warns about the pods it leaves.
+fn policy_objects(
+    injector: &inject::Injector,
+    failure_policy: &'static str,
+    control_plane_ns: &str,
+    alone: bool,
+) -> anyhow::Result<Vec<Value>> {
+    let options = admission_policy::Options {
+        failure_policy,
+        namespace_selector: webhook::registration::namespace_selector(),
+        object_selector: webhook::registration::object_selector(),
+        control_plane_ns: control_plane_ns.into(),
+    };
+    let compiled = admission_policy::compile(injector, &options)?;
+    let mut objects = vec![compiled.policy, compiled.binding];
+    if alone {
+        objects.extend(admission_policy::unserved::warning(&admission_policy::support(injector)?, &options));
+    }
     Ok(objects)
 }
 

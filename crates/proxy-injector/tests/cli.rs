@@ -373,6 +373,30 @@ fn install_refuses_bad_options_clearly() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--webhook-url"));
+    cli()
+        .args(["install", "--ignore-cluster", "--injection", "policy", "--reconcile", "--values", &values()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--reconcile configures the webhook, which --injection policy does not install",
+        ));
+    // The policy compiles the trust anchors in; the chart defaults have none.
+    cli()
+        .args(["install", "--ignore-cluster", "--injection", "both"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("identityTrustAnchorsPEM"));
+    cli()
+        .args(["install", "--ignore-cluster", "--injection", "both", "--values", &values()])
+        .args(["--set", "proxy.tracing.enabled=true", "--set", "proxy.tracing.collector.endpoint=collector:4317"])
+        .args(["--set", "proxy.tracing.collector.meshIdentity.serviceAccountName=collector"])
+        .args(["--set", "proxy.tracing.collector.meshIdentity.namespace=tracing"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("does not support proxy.tracing.enabled")
+                .and(predicate::str::contains("use --injection webhook")),
+        );
 }
 
 /// The README's first command, exactly as written there.

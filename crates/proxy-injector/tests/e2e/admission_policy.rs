@@ -12,7 +12,7 @@ use webhook::ErrorPolicy;
 use webhook::registration::{Endpoint, Registration};
 
 use crate::harness::*;
-use crate::install::apply;
+use crate::install::{apply, install};
 
 /// The webhook's values as the tests give them, and the injector the policy is compiled from.
 fn injector(values: &Value) -> inject::Injector {
@@ -89,7 +89,7 @@ fn fingerprint(pod: &Pod) -> String {
     pod.metadata.annotations.as_ref().and_then(|a| a.get(inject::FINGERPRINT)).cloned().unwrap_or_default()
 }
 
-fn injected_by_policy(pod: &Pod) -> bool {
+pub fn injected_by_policy(pod: &Pod) -> bool {
     is_injected(pod) && fingerprint(pod).starts_with(admission_policy::FINGERPRINT_PREFIX)
 }
 
@@ -212,7 +212,7 @@ fn annotations_of(value: &Value) -> Map<String, Value> {
 
 /// Waits until dry-run pods in `namespace` come back injected the way `injected` tells (the
 /// apiserver picks up new policies and registrations after a moment).
-async fn wait_until_injecting(client: &kube::Client, namespace: &str, injected: fn(&Pod) -> bool) {
+pub async fn wait_until_injecting(client: &kube::Client, namespace: &str, injected: fn(&Pod) -> bool) {
     let probe: Pod =
         serde_json::from_value(pod("activation-probe", json!({}), json!({"containers": [app("app")]}))).unwrap();
     let api = Api::<Pod>::namespaced(client.clone(), namespace);
@@ -383,4 +383,96 @@ async fn policy_and_webhook_store_the_same_pods_cni_without_token_projection() {
         json!({"cniEnabled": true, "proxy": {"nativeSidecar": false}, "identity": {"serviceAccountTokenProjection": false}}),
     )
     .await;
+}
+
+/// Renames the admission policies `install` rendered for `test` and limits them to the
+/// namespaces labelled for it, as [`isolate`](crate::install) does for registrations.
+pub fn isolate_policies(objects: &mut [Value], test: &str) {
+    for object in objects.iter_mut() {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let renamed = format!("{}-{test}", object["metadata"]["name"].as_str().unwrap());
+        object["metadata"]["name"] = json!(renamed);
+        if kind.ends_with("Binding") {
+            let policy = format!("{}-{test}", object["spec"]["policyName"].as_str().unwrap());
+            object["spec"]["policyName"] = json!(policy);
+        } else {
+            let expressions =
+                object["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"].as_array_mut().unwrap();
+            expressions.push(json!({"key": TEST_LABEL, "operator": "In", "values": [test]}));
+        }
+    }
+}
+
+fn kinds(objects: &[Value]) -> Vec<&str> {
+    objects.iter().map(|o| o["kind"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_without_a_webhook() {
+    let client = client().await;
+    let values = examples().join("values.yaml").display().to_string();
+    let common = ["--ignore-cluster", "--values", &values];
+
+    // `both`: the webhook's objects, then the policy, which lets failures through to the webhook.
+    let both = install(&[&common[..], &["--injection", "both"]].concat());
+    let policy_kinds = ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"];
+    assert_eq!(
+        kinds(&both)[kinds(&both).len() - 3..],
+        ["MutatingWebhookConfiguration", policy_kinds[0], policy_kinds[1]]
+    );
+    let mut both_policy: Vec<Value> =
+        both.iter().filter(|o| policy_kinds.contains(&o["kind"].as_str().unwrap())).cloned().collect();
+    assert_eq!(both_policy[0]["spec"]["failurePolicy"], "Ignore");
+
+    // `policy`: no webhook, no certificate; the mutation and the warning.
+    let mut alone = install(&[&common[..], &["--injection", "policy"]].concat());
+    assert_eq!(
+        kinds(&alone),
+        [policy_kinds[0], policy_kinds[1], "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    );
+    assert_eq!(both_policy[0]["spec"]["mutations"], alone[0]["spec"]["mutations"], "one compiled mutation");
+
+    isolate_policies(&mut both_policy, "p04-both");
+    isolate_policies(&mut alone, "p04");
+    apply(&client, &both_policy).await;
+    apply(&client, &alone).await;
+    for (label, name) in [("p04-both", "p04-both-apps"), ("p04", "p04-apps")] {
+        namespace(&client, label, name, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+        wait_until_injecting(&client, name, injected_by_policy).await;
+    }
+    namespace(&client, "p04", "p04-off", json!({}), json!({})).await;
+
+    // Created by the policy alone, with the webhook nowhere.
+    let created = create(
+        &client,
+        "/api/v1/namespaces/p04-apps/pods",
+        &pod("plain", json!({}), json!({"containers": [app("app")]})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+    let stored: Pod = serde_json::from_value(created.body).unwrap();
+    assert!(injected_by_policy(&stored));
+
+    // Opted in, outside the policy's support: created without a proxy, and the client is told why.
+    let host = pod("host", json!({}), json!({"hostNetwork": true, "containers": [app("app")]}));
+    let created = create(&client, "/api/v1/namespaces/p04-apps/pods", &host).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let stored: Pod = serde_json::from_value(created.body).unwrap();
+    assert!(!is_injected(&stored));
+    assert!(
+        created.warnings.iter().any(|w| w.contains("created without one")
+            && w.contains("it uses the host's network")
+            && w.contains("--injection both")),
+        "{:?}",
+        created.warnings
+    );
+    let ingress = pod("ingress", json!({"linkerd.io/inject": "ingress"}), json!({"containers": [app("app")]}));
+    let created = create(&client, "/api/v1/namespaces/p04-off/pods", &ingress).await;
+    assert!(created.warnings.iter().any(|w| w.contains("ingress mode")), "{:?}", created.warnings);
+
+    // Not opted in: no proxy, and nothing to say.
+    let created = create(&client, "/api/v1/namespaces/p04-off/pods", &host).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.warnings.is_empty(), "{:?}", created.warnings);
 }

@@ -7,31 +7,6 @@ use webhook::ErrorPolicy;
 
 use crate::harness::*;
 
-/// What the apiserver answered a raw request: status, Warning headers, body.
-struct Answer {
-    status: u16,
-    warnings: Vec<String>,
-    body: Value,
-}
-
-async fn send(client: &kube::Client, method: &str, path: &str, content_type: &str, body: &Value) -> Answer {
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", content_type)
-        .body(serde_json::to_vec(body).unwrap())
-        .unwrap();
-    let response = client.send(request.map(kube::client::Body::from)).await.unwrap();
-    let status = response.status().as_u16();
-    let warnings = response.headers().get_all("warning").iter().map(|v| v.to_str().unwrap().to_string()).collect();
-    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
-    Answer { status, warnings, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
-}
-
-async fn create(client: &kube::Client, path: &str, object: &Value) -> Answer {
-    send(client, "POST", path, "application/json", object).await
-}
-
 fn template(annotations: Value) -> Value {
     json!({"metadata": {"labels": {"app": "web"}, "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}})

@@ -421,3 +421,28 @@ pub async fn wait_until_active(client: &kube::Client, injecting_namespace: &str)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// What the apiserver answered a raw request: status, Warning headers, body.
+pub struct Answer {
+    pub status: u16,
+    pub warnings: Vec<String>,
+    pub body: Value,
+}
+
+pub async fn send(client: &kube::Client, method: &str, path: &str, content_type: &str, body: &Value) -> Answer {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(serde_json::to_vec(body).unwrap())
+        .unwrap();
+    let response = client.send(request.map(kube::client::Body::from)).await.unwrap();
+    let status = response.status().as_u16();
+    let warnings = response.headers().get_all("warning").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    Answer { status, warnings, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+pub async fn create(client: &kube::Client, path: &str, object: &Value) -> Answer {
+    send(client, "POST", path, "application/json", object).await
+}

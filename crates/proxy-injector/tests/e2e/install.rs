@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn install(args: &[&str]) -> Vec<Value> {
+pub fn install(args: &[&str]) -> Vec<Value> {
     let output =
         Command::new(binary()).args(["install", "--kubeconfig"]).arg(kubeconfig()).args(args).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -63,7 +63,13 @@ fn configuration_name(test: &str) -> String {
 fn check(test: &str, namespace: &str, test_namespace: &str) -> (bool, String) {
     let output = Command::new(binary())
         .args(["check", "--namespace", namespace, "-L", namespace, "--test-namespace", test_namespace])
-        .args(["--configuration", &configuration_name(test), "--kubeconfig"])
+        .args([
+            "--configuration",
+            &configuration_name(test),
+            "--policy",
+            &format!("{}-{test}", admission_policy::POLICY_NAME),
+        ])
+        .arg("--kubeconfig")
         .arg(kubeconfig())
         .output()
         .unwrap();
@@ -285,5 +291,34 @@ async fn next_to_a_real_linkerd_config_the_webhook_and_the_cli_inject_with_its_v
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("image: cr.l5d.io/linkerd/proxy:dev-undefined"), "{stdout}");
+
+    // `--injection both` compiles the policy from the same linkerd-config, read from the cluster.
+    let both = install(&["--namespace", system, "-L", system, "--webhook-url", &url, "--injection", "both"]);
+    let mut policy: Vec<Value> =
+        both.into_iter().filter(|o| o["kind"].as_str().unwrap().starts_with("MutatingAdmissionPolicy")).collect();
+    let mutation = policy[0]["spec"]["mutations"][0]["jsonPatch"]["expression"].as_str().unwrap();
+    assert!(mutation.contains("cr.l5d.io/linkerd/proxy:dev-undefined"), "{mutation}");
+    crate::admission_policy::isolate_policies(&mut policy, "i05");
+    apply(&client, &policy).await;
+    let (ok, output) = check("i05", system, apps);
+    assert!(ok, "{output}");
+    assert!(output.contains(&format!("is compiled from the current linkerd-config (policy-")), "{output}");
+    crate::admission_policy::wait_until_injecting(&client, apps, crate::admission_policy::injected_by_policy).await;
+
+    // An upgrade changes linkerd-config: the policy is reported stale until it is re-rendered.
+    let upgraded = INSTALL_DEFAULT_VALUES.replace("logLevel: warn,linkerd=info,hickory=error", "logLevel: debug");
+    assert_ne!(upgraded, INSTALL_DEFAULT_VALUES);
+    let mut config = linkerd[1].clone();
+    config["data"]["values"] = json!(upgraded);
+    apply(&client, &[config]).await;
+    let (ok, output) = check("i05", system, apps);
+    assert!(!ok, "{output}");
+    assert!(output.contains("is stale: it was compiled from another configuration"), "{output}");
+    let mut again = install(&["--namespace", system, "-L", system, "--webhook-url", &url, "--injection", "both"]);
+    again.retain(|o| o["kind"].as_str().unwrap().starts_with("MutatingAdmissionPolicy"));
+    crate::admission_policy::isolate_policies(&mut again, "i05");
+    apply(&client, &again).await;
+    let (ok, output) = check("i05", system, apps);
+    assert!(ok, "re-installing renews the policy: {output}");
     drop(webhook);
 }
