@@ -302,7 +302,7 @@ async fn next_to_a_real_linkerd_config_the_webhook_and_the_cli_inject_with_its_v
     apply(&client, &policy).await;
     let (ok, output) = check("i05", system, apps);
     assert!(ok, "{output}");
-    assert!(output.contains(&format!("is compiled from the current linkerd-config (policy-")), "{output}");
+    assert!(output.contains("is compiled from the current linkerd-config (policy-"), "{output}");
     crate::admission_policy::wait_until_injecting(&client, apps, crate::admission_policy::injected_by_policy).await;
 
     // An upgrade changes linkerd-config: the policy is reported stale until it is re-rendered.
