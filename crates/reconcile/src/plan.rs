@@ -247,12 +247,14 @@ pub fn expectation(
     Expectation::NotInjected { reason }
 }
 
-fn classify(expected: &Expectation, proxy: Option<&Proxy>, counts: &mut PodCounts) {
+/// `policy_fingerprint`: what pods the admission policy compiled from this configuration carry
+/// (it injects what the webhook would, so those pods are as current as the webhook's).
+fn classify(expected: &Expectation, proxy: Option<&Proxy>, policy_fingerprint: Option<&str>, counts: &mut PodCounts) {
     match (expected, proxy) {
         (Expectation::Injected { version, fingerprint }, Some(proxy)) => {
             // Pods injected before fingerprints (or by Linkerd's own injector) compare by version.
             let current = match &proxy.fingerprint {
-                Some(recorded) => recorded == fingerprint,
+                Some(recorded) => recorded == fingerprint || Some(recorded.as_str()) == policy_fingerprint,
                 None => proxy.version.as_deref() == Some(version.as_str()),
             };
             if current { counts.meshed += 1 } else { counts.stale += 1 }
@@ -324,6 +326,8 @@ pub fn plan(injector: &Injector, observed: &Observed, limits: &Limits, memory: &
     let mut workloads: Vec<&Workload> = observed.workloads.iter().collect();
     workloads.sort_by(|a, b| (&a.namespace, a.kind, &a.name).cmp(&(&b.namespace, b.kind, &b.name)));
 
+    // Unsupported configurations (tracing, for one) have no policy, and so no policy pods.
+    let policy_fingerprint = admission_policy::fingerprint(injector).ok();
     let mut reports = Vec::new();
     for workload in workloads {
         let namespace_annotations = observed.namespaces.get(&workload.namespace);
@@ -332,7 +336,7 @@ pub fn plan(injector: &Injector, observed: &Observed, limits: &Limits, memory: &
         let mut versions = BTreeSet::new();
         let owned = pods_by_owner.get(&(workload.namespace.as_str(), workload.kind, workload.name.as_str()));
         for pod in owned.into_iter().flatten() {
-            classify(&expected, pod.proxy.as_ref(), &mut counts);
+            classify(&expected, pod.proxy.as_ref(), policy_fingerprint.as_deref(), &mut counts);
             if let Some(version) = pod.proxy.as_ref().and_then(|p| p.version.clone()) {
                 versions.insert(version);
             }

@@ -118,6 +118,24 @@ fn the_fingerprint_tells_current_from_stale_and_the_version_is_the_fallback() {
 }
 
 #[test]
+fn a_pod_the_current_admission_policy_injected_is_current_and_an_older_policys_is_stale() {
+    let (current, upgraded) = (injector("v2"), injector("v3"));
+    let by_policy = admission_policy::fingerprint(&current).unwrap();
+    assert!(by_policy.starts_with(admission_policy::FINGERPRINT_PREFIX));
+    let annotations =
+        |fingerprint: &str| Some(json!({inject::FINGERPRINT: fingerprint, "linkerd.io/proxy-version": "v2"}));
+    let pods = vec![
+        pod("shop", "current", ("ReplicaSet", "web-abc"), annotations(&by_policy)),
+        pod("shop", "older-policy", ("ReplicaSet", "web-abc"), annotations("policy-0123456789abcdef")),
+    ];
+    let plan = plan_of(&current, &shop(pods));
+    assert_eq!((plan.workloads[0].pods.meshed, plan.workloads[0].pods.stale), (1, 1));
+    let after_upgrade =
+        plan_of(&upgraded, &shop(vec![pod("shop", "p", ("ReplicaSet", "web-abc"), annotations(&by_policy))]));
+    assert_eq!(after_upgrade.workloads[0].pods.stale, 1, "a policy compiled from the old configuration is stale");
+}
+
+#[test]
 fn a_fresh_pod_is_current_and_nothing_is_done() {
     let injector = injector("v2");
     let (version, fingerprint) = web_fingerprint(&injector, &shop(vec![]).observe());
