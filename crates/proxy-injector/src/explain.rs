@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cluster::ClusterArgs;
 use crate::input;
+use crate::install::Injection;
 use crate::transform::ConfigArgs;
 
 #[derive(Debug, Args)]
@@ -32,6 +33,10 @@ pub struct ExplainArgs {
     /// Also print the exact JSON patch
     #[arg(long)]
     pub patch: bool,
+    /// With a namespace: say who injects each pod under this installation mode (the admission
+    /// policy, the webhook, or nobody) and why
+    #[arg(long, value_enum, default_value = "webhook")]
+    pub injection: Injection,
     /// Output format
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: ExplainFormat,
@@ -64,6 +69,8 @@ pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) ->
         }
         (None, None) => None,
     };
+    // What the policy reaches, compiled once: a configuration it cannot express reaches nothing.
+    let reach = admission_policy::fingerprint(&injector).and_then(|_| admission_policy::support(&injector));
     let mut reports = Vec::new();
     for input in &inputs {
         let documents = manifest::parse_stream(&input.text).with_context(|| input.name.clone())?;
@@ -74,7 +81,16 @@ pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) ->
             };
             for object in objects {
                 let explained = explain(&injector, &policy, &object, namespace.as_ref());
+                let route = match (&explained, namespace.as_ref()) {
+                    (Ok((outcome, _)), Some(namespace))
+                        if args.injection != Injection::Webhook && outcome.injectable =>
+                    {
+                        Some(route(args.injection, &reach, &object, namespace))
+                    }
+                    _ => None,
+                };
                 reports.push(json!({
+                    "route": route,
                     "input": input.name,
                     "document": document.index,
                     "origin": if namespace.is_some() { "webhook" } else { "cli --manual" },
@@ -145,10 +161,17 @@ fn evaluate(injector: &Injector, object: &Value, namespace: Option<&NamespaceVie
         let origin = Origin::Cli { manual: true, overrides: &overrides };
         return injector.evaluate(&Request { object: &clean, kind: None, origin }).map_err(|e| e.to_string());
     };
-    // The webhook sees pods (and Services); a workload is explained through the pod it creates.
     let workload = Workload::new(object, None);
     let owner_kind = workload.kind.filter(|k| !matches!(k, Kind::Pod)).map(Kind::as_str);
-    let pod = match (workload.kind, workload.template) {
+    let owner = owner_kind.map(|kind| Owner { kind, name: workload.name() });
+    let origin =
+        Origin::Webhook { namespace: &namespace.name, namespace_annotations: Some(&namespace.annotations), owner };
+    injector.evaluate(&Request { object: &pod_of(&workload, object), kind: None, origin }).map_err(|e| e.to_string())
+}
+
+/// The webhook sees pods (and Services): a workload is explained through the pod it creates.
+fn pod_of(workload: &Workload<'_>, object: &Value) -> Value {
+    match (workload.kind, workload.template) {
         (Some(Kind::Pod), _) | (_, None) => object.clone(),
         (_, Some(template)) => json!({
             "apiVersion": "v1",
@@ -156,11 +179,62 @@ fn evaluate(injector: &Injector, object: &Value, namespace: Option<&NamespaceVie
             "metadata": template.metadata().cloned().unwrap_or_default(),
             "spec": template.spec().cloned().unwrap_or_default(),
         }),
+    }
+}
+
+/// Who injects the pod `object` creates under `injection`, as the apiserver will see it: with
+/// the owner reference its controller sets and the token mount the ServiceAccount admission
+/// plugin adds before any policy or webhook runs.
+fn route(
+    injection: Injection,
+    reach: &Result<admission_policy::Support, admission_policy::CompileError>,
+    object: &Value,
+    namespace: &NamespaceView,
+) -> Value {
+    let workload = Workload::new(object, None);
+    let mut pod = pod_of(&workload, object);
+    let immediate_owner = match workload.kind {
+        Some(Kind::Deployment) => Some("ReplicaSet"),
+        Some(Kind::CronJob | Kind::Job) => Some("Job"),
+        Some(Kind::ReplicaSet) => Some("ReplicaSet"),
+        Some(Kind::StatefulSet) => Some("StatefulSet"),
+        Some(Kind::DaemonSet) => Some("DaemonSet"),
+        Some(Kind::ReplicationController) => Some("ReplicationController"),
+        _ => None,
     };
-    let owner = owner_kind.map(|kind| Owner { kind, name: workload.name() });
-    let origin =
-        Origin::Webhook { namespace: &namespace.name, namespace_annotations: Some(&namespace.annotations), owner };
-    injector.evaluate(&Request { object: &pod, kind: None, origin }).map_err(|e| e.to_string())
+    if let Some(kind) = immediate_owner {
+        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": kind, "name": workload.name()}]);
+    }
+    if pod.pointer("/spec/automountServiceAccountToken") != Some(&Value::Bool(false)) {
+        for container in pod.pointer_mut("/spec/containers").and_then(Value::as_array_mut).into_iter().flatten() {
+            let mounts = &mut container["volumeMounts"];
+            let mounted = mounts.as_array().into_iter().flatten().any(|m| {
+                m.get("mountPath").and_then(Value::as_str) == Some(inject::workload::SERVICE_ACCOUNT_MOUNT_PATH)
+            });
+            if !mounted {
+                let token = json!({"name": "kube-api-access", "mountPath": inject::workload::SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": true});
+                match mounts.as_array_mut() {
+                    Some(list) => list.push(token),
+                    None => *mounts = json!([token]),
+                }
+            }
+        }
+    }
+    let unmet = match reach {
+        Err(error) => vec![json!({"condition": "configuration", "why": error.to_string()})],
+        Ok(support) => match admission_policy::route(support, &pod, Some(&namespace.annotations)) {
+            admission_policy::Route::Policy => Vec::new(),
+            admission_policy::Route::Webhook { unmet } => {
+                unmet.into_iter().map(|(condition, why)| json!({"condition": condition, "why": why})).collect()
+            }
+        },
+    };
+    let by = match (unmet.is_empty(), injection) {
+        (true, _) => "policy",
+        (false, Injection::Policy) => "nobody",
+        (false, _) => "webhook",
+    };
+    json!({"injection": injection.as_str(), "by": by, "unmet": unmet})
 }
 
 fn outcome_json(outcome: &Outcome, violations: &[Violation], with_patch: bool) -> Value {
@@ -221,6 +295,20 @@ fn table(reports: &[Value]) -> String {
             let _ = writeln!(out, "  decision: skip");
             for reason in result["reasons"].as_array().into_iter().flatten() {
                 let _ = writeln!(out, "    - {}: {}", text(&reason["code"]), text(&reason["text"]));
+            }
+        }
+        if let Some(route) = report.get("route").filter(|r| !r.is_null()) {
+            let by = match text(&route["by"]).as_str() {
+                "policy" => format!("the admission policy {} (inside the apiserver)", admission_policy::POLICY_NAME),
+                "webhook" => "the webhook, because:".to_string(),
+                _ => {
+                    "nobody: --injection policy installs no webhook; created without a proxy, with a warning, because:"
+                        .to_string()
+                }
+            };
+            let _ = writeln!(out, "  injected by: {by}");
+            for unmet in route["unmet"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "    - {}: {}", text(&unmet["condition"]), text(&unmet["why"]));
             }
         }
         for warning in result["warnings"].as_array().into_iter().flatten() {

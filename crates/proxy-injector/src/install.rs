@@ -36,6 +36,16 @@ pub enum Injection {
     Both,
 }
 
+impl Injection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Injection::Webhook => "webhook",
+            Injection::Policy => "policy",
+            Injection::Both => "both",
+        }
+    }
+}
+
 /// The flags that configure the webhook's Deployment or registration, refused without one.
 const WEBHOOK_ONLY_FLAGS: [&str; 5] =
     ["--ha", "--cert-manager", "--reconcile", "--webhook-url", "--retire-linkerd-injector"];

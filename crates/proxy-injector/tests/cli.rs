@@ -274,6 +274,47 @@ fn explain_answers_as_the_webhook_would() {
     assert_eq!(service["result"]["action"], "unchanged");
 }
 
+#[test]
+fn explain_says_who_injects_each_pod_under_each_installation_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = dir.path().join("shop.yaml");
+    std::fs::write(
+        &namespace,
+        "kind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    linkerd.io/inject: enabled\n",
+    )
+    .unwrap();
+    let explain = |injection: &str, extra: &[&str]| {
+        let (stdout, _) = run_ok(
+            cli()
+                .args(["explain", "--values", &values(), "--injection", injection, "--namespace-file"])
+                .arg(&namespace)
+                .args(extra)
+                .arg(examples().join("manifests")),
+        );
+        stdout
+    };
+    let reports: Value = serde_json::from_str(&explain("both", &["-o", "json"])).unwrap();
+    let route = |name: &str| reports.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["route"].clone();
+    assert_eq!(route("web"), json!({"injection": "both", "by": "policy", "unmet": []}));
+    assert_eq!(route("backup")["by"], "webhook");
+    assert_eq!(route("backup")["unmet"][0]["condition"], "owner-known-without-lookup");
+    assert_eq!(route("mysql")["unmet"][0]["condition"], "own-annotations-supported");
+    assert_eq!(route("web-svc"), Value::Null, "only pods that are injected have a route");
+
+    let table = explain("policy", &[]);
+    assert!(table.contains("injected by: the admission policy proxy-injector.linkerd.io"), "{table}");
+    assert!(table.contains("injected by: nobody: --injection policy installs no webhook"), "{table}");
+
+    // A one-key values file on top: tracing, which the policy cannot compile.
+    let tracing = dir.path().join("tracing.yaml");
+    std::fs::write(&tracing, "proxy: {tracing: {enabled: true, collector: {endpoint: c:4317, meshIdentity: {serviceAccountName: c, namespace: t}}}}\n").unwrap();
+    let reports: Value =
+        serde_json::from_str(&explain("both", &["-o", "json", "--values", tracing.to_str().unwrap()])).unwrap();
+    let web = reports.as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap();
+    assert_eq!(web["route"]["by"], "webhook");
+    assert!(web["route"]["unmet"][0]["why"].as_str().unwrap().contains("proxy.tracing.enabled"), "{web}");
+}
+
 /// The init container's arguments, exactly as `inject --manual` renders them, drive `proxy-init`.
 #[test]
 fn proxy_init_simulate_accepts_the_injected_arguments() {
