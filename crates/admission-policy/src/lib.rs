@@ -52,6 +52,8 @@ pub enum CompileError {
 /// How the policy is registered; none of this changes what it injects.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The policy's and its binding's name ([`POLICY_NAME`] unless several are installed).
+    pub name: String,
     /// `Fail` or `Ignore`: with `Ignore`, a pod whose CEL fails goes on to the webhook.
     pub failure_policy: &'static str,
     /// The webhook's selectors, so both see the same namespaces and objects.
@@ -96,6 +98,7 @@ pub fn support(injector: &Injector) -> Result<Support, CompileError> {
 /// The [`FINGERPRINT`] the policy compiled from this configuration gives, for the reconciler.
 pub fn fingerprint(injector: &Injector) -> Result<String, CompileError> {
     let options = Options {
+        name: POLICY_NAME.into(),
         failure_policy: "Ignore",
         namespace_selector: json!({}),
         object_selector: json!({}),
@@ -184,7 +187,7 @@ pub fn compile(injector: &Injector, options: &Options) -> Result<Compiled, Compi
     let policy = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicy",
-        "metadata": {"name": POLICY_NAME, "labels": labels, "annotations": {COMPILED_FROM: digest}},
+        "metadata": {"name": options.name, "labels": labels, "annotations": {COMPILED_FROM: digest}},
         "spec": {
             "failurePolicy": options.failure_policy,
             "reinvocationPolicy": "IfNeeded",
@@ -202,8 +205,8 @@ pub fn compile(injector: &Injector, options: &Options) -> Result<Compiled, Compi
     let binding = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicyBinding",
-        "metadata": {"name": POLICY_NAME, "labels": labels},
-        "spec": {"policyName": POLICY_NAME},
+        "metadata": {"name": options.name, "labels": labels},
+        "spec": {"policyName": options.name},
     });
     Ok(Compiled { digest, policy, binding })
 }

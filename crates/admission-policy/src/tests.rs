@@ -13,6 +13,7 @@ fn injector(values: &str, overrides: Value) -> Injector {
 
 fn options() -> Options {
     Options {
+        name: POLICY_NAME.into(),
         failure_policy: "Ignore",
         namespace_selector: json!({}),
         object_selector: json!({}),

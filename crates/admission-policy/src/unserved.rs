@@ -9,10 +9,7 @@ use inject::render::PROXY_CONTAINER;
 use serde_json::{Value, json};
 
 use crate::support::{self, Support};
-use crate::{Options, POLICY_NAME, cel};
-
-/// The name of the warning policy and its binding.
-pub const UNSERVED_NAME: &str = "unserved.proxy-injector.linkerd.io";
+use crate::{Options, cel};
 
 /// CEL: the pod asks for a proxy, by its own annotation or its namespace's.
 fn opted_in() -> String {
@@ -34,10 +31,13 @@ pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
         .into_iter()
         .map(|c| format!("({}) ? '' : {}", c.cel(support), cel::string(c.unmet)))
         .collect();
+    // `unserved.proxy-injector.linkerd.io` beside `proxy-injector.linkerd.io`.
+    let name = format!("unserved.{}", options.name);
     let message = format!(
-        "'this pod opted in to the Linkerd proxy but is created without one: the admission policy {POLICY_NAME} \
+        "'this pod opted in to the Linkerd proxy but is created without one: the admission policy {} \
          does not inject it' + (size(variables.unmet) > 0 ? ' (' + variables.unmet.join('; ') + ')' : '') + \
-         ', and no webhook is installed for the pods it leaves (install --injection both)'"
+         ', and no webhook is installed for the pods it leaves (install --injection both)'",
+        options.name
     );
     let labels = json!({"linkerd.io/control-plane-component": "proxy-injector",
         "linkerd.io/control-plane-ns": options.control_plane_ns});
@@ -45,7 +45,7 @@ pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": UNSERVED_NAME, "labels": labels},
+            "metadata": {"name": name, "labels": labels},
             "spec": {
                 "failurePolicy": "Ignore",
                 "matchConstraints": {
@@ -62,8 +62,8 @@ pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": UNSERVED_NAME, "labels": labels},
-            "spec": {"policyName": UNSERVED_NAME, "validationActions": ["Warn", "Audit"]},
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"policyName": name, "validationActions": ["Warn", "Audit"]},
         }),
     ]
 }

@@ -96,6 +96,11 @@ pub struct InstallArgs {
     /// policy first, the webhook for what it leaves)
     #[arg(long, value_enum, default_value = "webhook")]
     injection: Injection,
+    /// With --injection both: the webhook applies the policy itself and keeps it compiled from
+    /// linkerd-config as that changes (a `linkerd upgrade` never leaves it stale), instead of
+    /// this output carrying it
+    #[arg(long)]
+    sync_policy: bool,
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
     output: OutputFormat,
 }
@@ -236,12 +241,18 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         (true, _) | (false, "Fail") => ErrorPolicy::Deny,
         _ => ErrorPolicy::Admit,
     };
+    if args.sync_policy && args.injection != Injection::Both {
+        bail!("--sync-policy is for --injection both: the webhook keeps the policy in sync");
+    }
     let injector = match args.injection {
         Injection::Webhook => injector,
+        Injection::Both if args.sync_policy => injector,
         _ => policy_injector(args, cluster, control_plane_ns, injector)?,
     };
     let policy = match args.injection {
         Injection::Webhook => Vec::new(),
+        // The webhook compiles and applies it from the configuration it loads.
+        Injection::Both if args.sync_policy => Vec::new(),
         // The webhook catches what the policy fails on.
         Injection::Both => policy_objects(&injector, "Ignore", control_plane_ns, false)?,
         Injection::Policy => {
@@ -280,7 +291,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
-        "rules": rules(args.reconcile)}),
+        "rules": rules(args.reconcile, args.sync_policy)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{namespace}")},
@@ -406,6 +417,7 @@ fn policy_objects(
     alone: bool,
 ) -> anyhow::Result<Vec<Value>> {
     let options = admission_policy::Options {
+        name: admission_policy::POLICY_NAME.into(),
         failure_policy,
         namespace_selector: webhook::registration::namespace_selector(),
         object_selector: webhook::registration::object_selector(),
@@ -420,8 +432,9 @@ fn policy_objects(
 }
 
 /// The webhook reads namespaces and owners and records Events; the reconciler also watches pods,
-/// workloads and budgets, restarts workloads and holds its Lease.
-fn rules(reconcile: bool) -> Value {
+/// workloads and budgets, restarts workloads and holds its Lease; a webhook that syncs the
+/// admission policy writes it and its binding.
+fn rules(reconcile: bool, sync_policy: bool) -> Value {
     let mut rules = vec![
         json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
         json!({"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]}),
@@ -436,6 +449,11 @@ fn rules(reconcile: bool) -> Value {
             json!({"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "list", "watch"]}),
             json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}),
         ]);
+    }
+    if sync_policy {
+        rules.push(json!({"apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingadmissionpolicies", "mutatingadmissionpolicybindings"],
+            "verbs": ["get", "create", "patch", "delete"]}));
     }
     Value::Array(rules)
 }
@@ -474,13 +492,22 @@ fn deployment(
     };
     let replicas = if args.ha { 3 } else { 1 };
     let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
+    let mut webhook_args = vec![
+        "webhook".to_string(),
+        format!("--linkerd-namespace={control_plane_ns}"),
+        format!("--on-error={on_error}"),
+        "--log-format=json".into(),
+    ];
+    if args.sync_policy {
+        webhook_args.push("--sync-admission-policy".into());
+    }
     let mut spec = json!({
         "serviceAccountName": NAME,
         "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [{
             "name": NAME,
             "image": args.image,
-            "args": ["webhook", format!("--linkerd-namespace={control_plane_ns}"), format!("--on-error={on_error}"), "--log-format=json"],
+            "args": webhook_args,
             "ports": [{"name": "https", "containerPort": 8443}, {"name": "admin", "containerPort": 9995}],
             "livenessProbe": probe("/ping"),
             "readinessProbe": probe("/ready"),

@@ -71,6 +71,18 @@ pub struct WebhookArgs {
     /// How often the values, trust roots and certificate files are checked for changes
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     reload_interval: Duration,
+    /// Keep the MutatingAdmissionPolicy compiled from the loaded configuration (applied at start
+    /// and after every change of linkerd-config; removed when the configuration has no policy),
+    /// so the policy never injects a proxy older than the webhook's
+    #[arg(long)]
+    sync_admission_policy: bool,
+    /// Name of the synced policy and its binding
+    #[arg(long, default_value = admission_policy::POLICY_NAME, requires = "sync_admission_policy")]
+    admission_policy_name: String,
+    /// Give the synced policy only the namespaces with this label (a staged rollout); the others
+    /// stay the webhook's
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, requires = "sync_admission_policy")]
+    admission_policy_namespace_label: Option<(String, String)>,
     /// How long in-flight admissions may take to finish after SIGTERM
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -83,6 +95,13 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .filter(|n| *n > 0)
         .map(|n| Duration::from_nanos(n as u64))
         .ok_or_else(|| format!("{value:?} is not a positive duration such as 500ms or 10s"))
+}
+
+fn parse_label(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, label)) if !key.is_empty() => Ok((key.into(), label.into())),
+        _ => Err(format!("{value:?} is not a label such as mesh.example.com/fast-path=true")),
+    }
 }
 
 /// `268435456`, `256Mi`, `1Gi`, `512Ki`.
@@ -137,6 +156,10 @@ pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &s
         },
         reload_interval: args.reload_interval,
         shutdown_grace: args.shutdown_grace,
+        policy_sync: args.sync_admission_policy.then(|| webhook::policy_sync::PolicySync {
+            name: args.admission_policy_name.clone(),
+            namespace_label: args.admission_policy_namespace_label.clone(),
+        }),
     };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(webhook::run(config))?;
     Ok(())

@@ -421,6 +421,11 @@ fn install_refuses_bad_options_clearly() {
         .stderr(predicate::str::contains(
             "--reconcile configures the webhook, which --injection policy does not install",
         ));
+    cli()
+        .args(["install", "--ignore-cluster", "--sync-policy"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--sync-policy is for --injection both"));
     // The policy compiles the trust anchors in; the chart defaults have none.
     cli()
         .args(["install", "--ignore-cluster", "--injection", "both"])

@@ -12,6 +12,7 @@ pub mod handler;
 pub mod limits;
 pub mod metrics;
 pub mod object_view;
+pub mod policy_sync;
 pub mod registration;
 pub mod reload;
 pub mod server;
@@ -41,6 +42,8 @@ pub struct Config {
     pub limits: limits::Limits,
     pub reload_interval: Duration,
     pub shutdown_grace: Duration,
+    /// Keep this admission policy compiled from the loaded configuration.
+    pub policy_sync: Option<policy_sync::PolicySync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             synced.set();
             tracing::info!("cluster caches synced");
         });
+    }
+    if let Some(sync) = config.policy_sync.clone() {
+        tokio::spawn(policy_sync::run(client.clone(), sync, loaded.clone(), metrics.clone(), config.reload_interval));
     }
     let events = cluster::EventSink::start(client, metrics.clone());
 

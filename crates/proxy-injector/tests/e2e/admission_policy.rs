@@ -33,19 +33,16 @@ fn compiled_policy(values: &Value, test: &str, labels: &[&str]) -> (Vec<Value>, 
         .push(json!({"key": TEST_LABEL, "operator": "In", "values": labels}));
     // Fail, not install's Ignore: an expression that errs fails the test instead of passing the
     // pod on to the webhook unnoticed.
+    let name = format!("{}-{test}", admission_policy::POLICY_NAME);
     let options = admission_policy::Options {
+        name,
         failure_policy: "Fail",
         namespace_selector,
         object_selector: webhook::registration::object_selector(),
         control_plane_ns: "linkerd".into(),
     };
     let compiled = admission_policy::compile(&injector, &options).unwrap();
-    let name = format!("{}-{test}", admission_policy::POLICY_NAME);
-    let (mut policy, mut binding) = (compiled.policy, compiled.binding);
-    policy["metadata"]["name"] = json!(name);
-    binding["metadata"]["name"] = json!(name);
-    binding["spec"]["policyName"] = json!(name);
-    (vec![policy, binding], admission_policy::support(&injector).unwrap())
+    (vec![compiled.policy, compiled.binding], admission_policy::support(&injector).unwrap())
 }
 
 /// Registers the webhook for the namespaces labelled with any of `labels`.
@@ -475,4 +472,84 @@ async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_w
     let created = create(&client, "/api/v1/namespaces/p04-off/pods", &host).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+}
+
+/// The policy's digest as stored, or `None` once it is gone.
+async fn stored_digest(client: &kube::Client, name: &str) -> Option<String> {
+    let gvk = kube::core::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "MutatingAdmissionPolicy");
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::core::ApiResource::from_gvk(&gvk));
+    let policy = api.get_opt(name).await.unwrap()?;
+    policy.metadata.annotations.and_then(|a| a.get(admission_policy::COMPILED_FROM).cloned())
+}
+
+/// Polls until the stored policy's digest is `expected` (`None`: the policy is gone).
+async fn wait_for_digest(client: &kube::Client, name: &str, expected: Option<String>, webhook: &WebhookProcess) {
+    let started = std::time::Instant::now();
+    loop {
+        let stored = stored_digest(client, name).await;
+        if stored == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "policy {name}: {stored:?}, expected {expected:?}\n{}",
+            webhook.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn digest_of(values: &Value) -> Option<String> {
+    let fingerprint = admission_policy::fingerprint(&injector(values)).unwrap();
+    Some(fingerprint.trim_start_matches(admission_policy::FINGERPRINT_PREFIX).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_keeps_the_policy_compiled_from_the_configuration_it_loads() {
+    let client = client().await;
+    let name = format!("{}-p05", admission_policy::POLICY_NAME);
+    namespace(&client, "p05", "p05-apps", json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let extra_args =
+        ["--sync-admission-policy", "--admission-policy-name", &name, "--admission-policy-namespace-label"];
+    let mut extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+    extra_args.push(format!("{TEST_LABEL}=p05"));
+    // Not registered: every injection here is the synced policy's.
+    let webhook = WebhookProcess::start(WebhookOptions { extra_args, ..WebhookOptions::default() });
+    wait_for_digest(&client, &name, digest_of(&json!({})), &webhook).await;
+    wait_until_injecting(&client, "p05-apps", injected_by_policy).await;
+
+    // A `linkerd upgrade`: the webhook reloads linkerd-config and recompiles the policy.
+    let upgraded = json!({"proxy": {"logLevel": "debug"}});
+    webhook.set_values(&upgraded);
+    wait_for_digest(&client, &name, digest_of(&upgraded), &webhook).await;
+    let proxy_log = |pod: &Pod| {
+        let spec = pod.spec.as_ref().unwrap();
+        let proxy = spec.init_containers.iter().flatten().chain(&spec.containers).find(|c| c.name == "linkerd-proxy");
+        let env = proxy.and_then(|p| p.env.as_ref()).into_iter().flatten();
+        env.filter(|e| e.name == "LINKERD2_PROXY_LOG").find_map(|e| e.value.clone())
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let pod =
+            admitted(&client, "p05-apps", &pod("after-upgrade", json!({}), json!({"containers": [app("app")]}))).await;
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        if injected_by_policy(&pod) && proxy_log(&pod).is_some_and(|log| log.starts_with("debug,")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the upgraded policy never injected: {:?} {:?}",
+            proxy_log(&pod),
+            pod.metadata.annotations
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A configuration the policy cannot express: the policy goes, rather than inject stale proxies.
+    let tracing = json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "c:4317",
+        "meshIdentity": {"serviceAccountName": "c", "namespace": "t"}}}}});
+    webhook.set_values(&tracing);
+    wait_for_digest(&client, &name, None, &webhook).await;
+    assert!(webhook.logs().contains("the configuration has no admission policy"), "{}", webhook.logs());
+    assert!(webhook.metric("proxy_injector_config_reloads_total{source=\"admission-policy\"}") >= 3.0);
 }

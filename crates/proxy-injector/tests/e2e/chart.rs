@@ -68,6 +68,10 @@ fn the_chart_renders_what_install_renders() {
             vec!["injector.certManager=true", "injector.retireLinkerdInjector=true", "injector.reconcile=true"],
         ),
         (
+            vec!["--injection", "both", "--sync-policy", "--reconcile"],
+            vec!["injector.injection=both", "injector.reconcile=true"],
+        ),
+        (
             vec!["-L", "linkerd-cp", "--set", "proxyInjector.timeoutSeconds=5", "--set", "webhookFailurePolicy=Fail"],
             vec![
                 "injector.controlPlaneNamespace=linkerd-cp",
@@ -101,6 +105,23 @@ fn the_chart_renders_what_install_renders() {
             assert_eq!(&from_chart[key], object, "{flags:?}: {key} differs");
         }
     }
+}
+
+#[test]
+fn the_chart_refuses_an_injection_mode_it_cannot_render() {
+    let rendered = Command::new(helm())
+        .arg("template")
+        .arg("proxy-injector")
+        .arg(examples().join("../charts/proxy-injector"))
+        .args(["--set", "injector.injection=policy"])
+        .output()
+        .unwrap();
+    assert!(!rendered.status.success());
+    let stderr = String::from_utf8_lossy(&rendered.stderr);
+    assert!(
+        stderr.contains("injector.injection \"policy\"") && stderr.contains("install --injection policy"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

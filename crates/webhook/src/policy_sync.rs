@@ -1,0 +1,119 @@
+//! Keeps the MutatingAdmissionPolicy compiled from the configuration this webhook serves: after
+//! a `linkerd upgrade` changes linkerd-config, the policy changes with the webhook, instead of
+//! injecting the old proxy until someone re-runs `install`. A configuration the policy cannot
+//! express removes the policy, so the webhook injects every pod rather than the policy a stale one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use crate::registration;
+use crate::reload::Loaded;
+
+const FIELD_MANAGER: &str = "proxy-injector-webhook";
+
+/// Which policy the webhook keeps, and where it applies.
+#[derive(Debug, Clone)]
+pub struct PolicySync {
+    pub name: String,
+    /// Only namespaces with this label get the policy (a staged rollout); the rest stay the
+    /// webhook's.
+    pub namespace_label: Option<(String, String)>,
+}
+
+impl PolicySync {
+    fn options(&self, control_plane_ns: &str) -> admission_policy::Options {
+        let mut namespace_selector = registration::namespace_selector();
+        if let (Some((key, value)), Some(expressions)) =
+            (&self.namespace_label, namespace_selector["matchExpressions"].as_array_mut())
+        {
+            expressions.push(json!({"key": key, "operator": "In", "values": [value]}));
+        }
+        admission_policy::Options {
+            name: self.name.clone(),
+            // The webhook is here for whatever the policy fails on.
+            failure_policy: "Ignore",
+            namespace_selector,
+            object_selector: registration::object_selector(),
+            control_plane_ns: control_plane_ns.into(),
+        }
+    }
+}
+
+fn api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+async fn apply(client: &kube::Client, object: Value) -> Result<(), String> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let typed: DynamicObject = serde_json::from_value(object).map_err(|e| e.to_string())?;
+    let name = typed.metadata.name.clone().unwrap_or_default();
+    api(client, &kind)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&typed))
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot apply {kind} {name}: {e}"))
+}
+
+async fn remove(client: &kube::Client, name: &str) -> Result<(), String> {
+    for kind in ["MutatingAdmissionPolicyBinding", "MutatingAdmissionPolicy"] {
+        match api(client, kind).delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(format!("cannot delete {kind} {name}: {error}")),
+        }
+    }
+    Ok(())
+}
+
+/// One pass: the policy for `loaded`, applied, or removed when it cannot be compiled.
+async fn sync(client: &kube::Client, sync: &PolicySync, loaded: &Loaded) -> Result<(), String> {
+    let options = sync.options(loaded.injector.control_plane_ns());
+    match admission_policy::compile(&loaded.injector, &options) {
+        Ok(compiled) => {
+            apply(client, compiled.policy).await?;
+            apply(client, compiled.binding).await?;
+            tracing::info!(policy = %sync.name, digest = %compiled.digest, "admission policy in sync");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(policy = %sync.name, %error, "the configuration has no admission policy; the webhook injects every pod");
+            remove(client, &sync.name).await
+        }
+    }
+}
+
+/// Syncs whenever a new configuration is loaded, and retries a failed sync every `interval`.
+pub async fn run(
+    client: kube::Client,
+    sync_config: PolicySync,
+    loaded: Arc<ArcSwapOption<Loaded>>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    let mut synced: Option<Arc<Loaded>> = None;
+    loop {
+        let current = loaded.load_full();
+        if let Some(current) = current
+            && !synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current))
+        {
+            match sync(&client, &sync_config, &current).await {
+                Ok(()) => {
+                    metrics.reloaded("admission-policy", true);
+                    synced = Some(current);
+                }
+                Err(error) => {
+                    metrics.reloaded("admission-policy", false);
+                    tracing::warn!(%error, "admission policy not synced; retrying");
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
