@@ -68,22 +68,29 @@ fn test() -> anyhow::Result<()> {
 /// Starts a control plane, runs the suite against it, and tears it down whatever happens.
 /// `test_args` go to the test runner (`cargo xtask e2e -- burst --nocapture`).
 fn e2e(test_args: &[String]) -> anyhow::Result<()> {
+    e2e_with_env(test_args, &[])
+}
+
+/// [`e2e`], with more environment for the tests.
+fn e2e_with_env(test_args: &[String], env: &[(&str, &Path)]) -> anyhow::Result<()> {
     // Build first, so compile time does not count against the control plane's lifetime.
     cargo(&["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e", "--no-run"])?;
     let helm = tools::helm()?;
     let plane = controlplane::ControlPlane::start()?;
     let mut args = vec!["test", "--locked", "--package", "proxy-injector", "--features", "e2e", "--test", "e2e"];
     args.extend(test_args.iter().map(String::as_str));
-    cargo_with_env(
-        &args,
-        &[("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path()), ("PROXY_INJECTOR_HELM", helm.as_path())],
-    )
+    let mut env = env.to_vec();
+    env.extend([
+        ("PROXY_INJECTOR_E2E_KUBECONFIG", plane.kubeconfig.as_path()),
+        ("PROXY_INJECTOR_HELM", helm.as_path()),
+    ]);
+    cargo_with_env(&args, &env)
 }
 
 /// All benchmarks, or one part (see `PARTS`).
 fn bench(part: Option<&str>) -> anyhow::Result<()> {
     let all = part.is_none();
-    const PARTS: [&str; 8] = ["engine", "instructions", "cli", "load", "h2", "memory", "proxy-init", "fleet"];
+    const PARTS: [&str; 9] = ["engine", "instructions", "cli", "load", "h2", "memory", "proxy-init", "fleet", "policy"];
     if let Some(other) = part.filter(|p| !PARTS.contains(p)) {
         bail!("unknown benchmark {other:?}; parts: {}", PARTS.join(", "));
     }
@@ -117,6 +124,13 @@ fn bench(part: Option<&str>) -> anyhow::Result<()> {
         // minutes, so it is an ignored e2e test that only this runs.
         let name = "reconcile::fleet_of_a_thousand_pods_admitted_fail_open_converges";
         e2e(&["--".into(), "--ignored".into(), "--exact".into(), name.into(), "--nocapture".into()])?;
+    }
+    if all || part == Some("policy") {
+        // The webhook as it ships (release), not as the suite builds it.
+        let name = "admission_policy::a_burst_of_1000_pods_through_the_policy_and_through_the_webhook";
+        let release = workspace_root().join("target/release/proxy-injector");
+        let args = ["--".into(), "--ignored".into(), "--exact".into(), name.into(), "--nocapture".into()];
+        e2e_with_env(&args, &[("PROXY_INJECTOR_E2E_BINARY", release.as_path())])?;
     }
     Ok(())
 }

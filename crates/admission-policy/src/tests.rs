@@ -45,3 +45,14 @@ fn what_the_policy_cannot_compile_is_refused_by_name() {
         compile(&injector(EXAMPLE_VALUES, json!({"proxy": {"opaquePorts": "25,mysql"}})), &options()).unwrap_err();
     assert!(named.to_string().contains("proxy.opaquePorts"), "{named}");
 }
+
+#[test]
+fn the_readme_names_every_condition_the_policy_leaves_to_the_webhook() {
+    let readme = include_str!("../../../README.md");
+    let every = Support { token_projection: false, opaque_ports_annotation: true };
+    let names: Vec<&str> = support::conditions(&every).iter().map(|c| c.name).collect();
+    assert_eq!(names.len(), 8, "every condition, with both optional ones");
+    for name in names {
+        assert!(readme.contains(&format!("- `{name}`")) || readme.contains(&format!("and `{name}`")), "README: {name}");
+    }
+}

@@ -553,3 +553,159 @@ async fn the_webhook_keeps_the_policy_compiled_from_the_configuration_it_loads()
     assert!(webhook.logs().contains("the configuration has no admission policy"), "{}", webhook.logs());
     assert!(webhook.metric("proxy_injector_config_reloads_total{source=\"admission-policy\"}") >= 3.0);
 }
+
+/// One histogram of the apiserver's `/metrics`, summed over the series whose labels contain
+/// every one of `labels`: count, sum, and cumulative counts by upper bound.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    count: f64,
+    sum: f64,
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Histogram {
+    fn scrape(metrics: &str, name: &str, labels: &[&str]) -> Histogram {
+        let mut histogram = Histogram::default();
+        let mut buckets: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+        for line in metrics.lines().filter(|l| labels.iter().all(|w| l.contains(w))) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let (metric, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            let value: f64 = value.parse().unwrap_or(0.0);
+            match metric.strip_prefix(name) {
+                Some("_count") => histogram.count += value,
+                Some("_sum") => histogram.sum += value,
+                Some("_bucket") => {
+                    let le = series_labels.trim_end_matches('}').split(',').find_map(|l| l.strip_prefix("le="));
+                    *buckets.entry(le.unwrap_or_default().trim_matches('"').to_string()).or_default() += value;
+                }
+                _ => {}
+            }
+        }
+        histogram.buckets = buckets.into_iter().map(|(le, n)| (le.parse().unwrap_or(f64::INFINITY), n)).collect();
+        histogram.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        histogram
+    }
+
+    fn since(&self, before: &Histogram) -> Histogram {
+        let earlier = |le: f64| before.buckets.iter().find(|(l, _)| *l == le).map_or(0.0, |(_, n)| *n);
+        Histogram {
+            count: self.count - before.count,
+            sum: self.sum - before.sum,
+            buckets: self.buckets.iter().map(|(le, n)| (*le, n - earlier(*le))).collect(),
+        }
+    }
+
+    /// The upper bound of the bucket holding quantile `q`.
+    fn quantile_bound(&self, q: f64) -> f64 {
+        let rank = q * self.count;
+        self.buckets.iter().find(|(_, n)| *n >= rank).map_or(f64::INFINITY, |(le, _)| *le)
+    }
+
+    fn describe(&self) -> String {
+        if self.count == 0.0 {
+            return "no calls".into();
+        }
+        format!(
+            "{} calls, mean {:.3} ms, p50 ≤ {} ms, p99 ≤ {} ms",
+            self.count,
+            self.sum / self.count * 1000.0,
+            self.quantile_bound(0.5) * 1000.0,
+            self.quantile_bound(0.99) * 1000.0
+        )
+    }
+}
+
+/// The admission histograms of one path.
+fn admission_histograms(metrics: &str, policy: &str) -> [(String, Histogram); 4] {
+    let plugin = |name: &str| {
+        Histogram::scrape(
+            metrics,
+            "apiserver_admission_controller_admission_duration_seconds",
+            &[&format!("name=\"{name}\""), "operation=\"CREATE\"", "type=\"admit\""],
+        )
+    };
+    [
+        (
+            "admit step (all mutating plugins)".into(),
+            Histogram::scrape(
+                metrics,
+                "apiserver_admission_step_admission_duration_seconds",
+                &["operation=\"CREATE\"", "type=\"admit\""],
+            ),
+        ),
+        ("MutatingAdmissionPolicy plugin".into(), plugin("MutatingAdmissionPolicy")),
+        ("MutatingAdmissionWebhook plugin".into(), plugin("MutatingAdmissionWebhook")),
+        (
+            format!("policy {policy} (CEL)"),
+            Histogram::scrape(
+                metrics,
+                "apiserver_mutating_admission_policy_check_duration_seconds",
+                &[&format!("policy=\"{policy}\"")],
+            ),
+        ),
+    ]
+}
+
+/// A burst of 1,000 pods through the policy, then through the webhook, on the same control plane:
+/// wall time, client-side latency, and the apiserver's own admission histograms for each path.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark; run alone by `cargo xtask bench policy`, so no other test's pods count"]
+async fn a_burst_of_1000_pods_through_the_policy_and_through_the_webhook() {
+    use futures::StreamExt;
+    let client = client().await;
+    let values = json!({});
+    let webhook = WebhookProcess::start(WebhookOptions { values: values.clone(), ..WebhookOptions::default() });
+    let (policy_objects, _) = compiled_policy(&values, "p06", &["p06-policy"]);
+    let policy_name = policy_objects[0]["metadata"]["name"].as_str().unwrap().to_string();
+    for label in ["p06-policy", "p06-webhook"] {
+        namespace(&client, label, &format!("{label}-apps"), json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    }
+    apply(&client, &policy_objects).await;
+    register_for(&client, "p06", &webhook, &["p06-webhook"]).await;
+    wait_until_injecting(&client, "p06-policy-apps", injected_by_policy).await;
+    wait_until_injecting(&client, "p06-webhook-apps", injected_by_webhook).await;
+    let scrape =
+        || async { client.request_text(http::Request::get("/metrics").body(Vec::new()).unwrap()).await.unwrap() };
+
+    for (path, injected) in [("policy", injected_by_policy as fn(&Pod) -> bool), ("webhook", injected_by_webhook)] {
+        let ns = format!("p06-{path}-apps");
+        let before = admission_histograms(&scrape().await, &policy_name);
+        let started = std::time::Instant::now();
+        let results: Vec<(std::time::Duration, Result<Pod, kube::Error>)> = futures::stream::iter(0..1000)
+            .map(|i| {
+                let (client, ns) = (client.clone(), ns.clone());
+                async move {
+                    let sent = std::time::Instant::now();
+                    let created = create_pod(
+                        &client,
+                        &ns,
+                        &pod(&format!("burst-{i}"), json!({}), json!({"containers": [app("app")]})),
+                    )
+                    .await;
+                    (sent.elapsed(), created)
+                }
+            })
+            .buffer_unordered(200)
+            .collect()
+            .await;
+        let wall = started.elapsed();
+        let after = admission_histograms(&scrape().await, &policy_name);
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        assert_eq!(failed, 0, "{path}: {failed} of 1000 failed");
+        assert!(results.iter().all(|(_, r)| injected(r.as_ref().unwrap())), "{path}: every pod injected by its path");
+        let mut latencies: Vec<f64> = results.iter().map(|(d, _)| d.as_secs_f64() * 1000.0).collect();
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "burst through the {path}: 1000 pods in {:.2} s ({:.0} pods/s); client create latency p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            wall.as_secs_f64(),
+            1000.0 / wall.as_secs_f64(),
+            latencies[499],
+            latencies[989],
+            latencies[999]
+        );
+        for ((what, after), (_, before)) in after.iter().zip(&before) {
+            println!("  {what}: {}", after.since(before).describe());
+        }
+    }
+    drop(webhook);
+}

@@ -35,8 +35,13 @@ pub async fn client() -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// The binary under test: the one this suite built, or `PROXY_INJECTOR_E2E_BINARY` (benchmarks
+/// run the release build).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_proxy-injector")
+    static BINARY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::env::var("PROXY_INJECTOR_E2E_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_proxy-injector").into())
+    });
+    &BINARY
 }
 
 pub fn examples() -> PathBuf {
