@@ -261,6 +261,10 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
             }
             let failure_policy = if error_policy == ErrorPolicy::Deny { "Fail" } else { "Ignore" };
             let mut objects = standalone_config(args, &given, control_plane_ns, v)?;
+            if !objects.is_empty() {
+                // The ConfigMaps' namespace; without the webhook nothing else lives there.
+                objects.insert(0, namespace_object(args.namespace.as_deref().unwrap_or(control_plane_ns)));
+            }
             objects.extend(policy_objects(&injector, failure_policy, control_plane_ns, true)?);
             return Ok(objects);
         }
@@ -285,9 +289,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
 
     let mut objects = vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace,
-            "labels": {"config.linkerd.io/admission-webhooks": "disabled"},
-            "annotations": {"linkerd.io/inject": "disabled"}}}),
+        namespace_object(&namespace),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
@@ -354,6 +356,13 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
     objects.push(configuration);
     objects.extend(policy);
     Ok(objects)
+}
+
+/// The injector's namespace, labelled so that neither the webhook nor the policy touches it.
+fn namespace_object(namespace: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace,
+        "labels": {"config.linkerd.io/admission-webhooks": "disabled"},
+        "annotations": {"linkerd.io/inject": "disabled"}}})
 }
 
 /// The configuration the policy is compiled from: the one the webhook would load. With

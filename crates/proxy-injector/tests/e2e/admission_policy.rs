@@ -408,7 +408,7 @@ fn kinds(objects: &[Value]) -> Vec<&str> {
 async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_without_a_webhook() {
     let client = client().await;
     let values = examples().join("values.yaml").display().to_string();
-    let common = ["--ignore-cluster", "--values", &values];
+    let common = ["--ignore-cluster", "--values", &values, "-L", "p04-system"];
 
     // `both`: the webhook's objects, then the policy, which lets failures through to the webhook.
     let both = install(&[&common[..], &["--injection", "both"]].concat());
@@ -422,16 +422,27 @@ async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_w
     assert_eq!(both_policy[0]["spec"]["failurePolicy"], "Ignore");
 
     // `policy`: no webhook, no certificate; the mutation and the warning.
-    let mut alone = install(&[&common[..], &["--injection", "policy"]].concat());
+    let standalone = ["--standalone", "--namespace", "p04-system"];
+    let alone = install(&[&common[..], &["--injection", "policy"], &standalone[..]].concat());
     assert_eq!(
         kinds(&alone),
-        [policy_kinds[0], policy_kinds[1], "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+        [
+            "Namespace",
+            "ConfigMap",
+            "ConfigMap",
+            policy_kinds[0],
+            policy_kinds[1],
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]
     );
+    let (config, mut alone) = (alone[..3].to_vec(), alone[3..].to_vec());
     assert_eq!(both_policy[0]["spec"]["mutations"], alone[0]["spec"]["mutations"], "one compiled mutation");
 
     isolate_policies(&mut both_policy, "p04-both");
     isolate_policies(&mut alone, "p04");
     apply(&client, &both_policy).await;
+    apply(&client, &config).await;
     apply(&client, &alone).await;
     for (label, name) in [("p04-both", "p04-both-apps"), ("p04", "p04-apps")] {
         namespace(&client, label, name, json!({"linkerd.io/inject": "enabled"}), json!({})).await;
@@ -472,6 +483,25 @@ async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_w
     let created = create(&client, "/api/v1/namespaces/p04-off/pods", &host).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+
+    // `check` of an installation without a webhook: the policy alone, current, injecting.
+    let policy_name = alone[0]["metadata"]["name"].as_str().unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["check", "-L", "p04-system", "--test-namespace", "p04-apps", "--policy", policy_name])
+        .args(["--configuration", "no-webhook-p04", "--kubeconfig"])
+        .arg(kubeconfig())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for line in [
+        "√ no webhook configuration no-webhook-p04: the admission policy injects alone (--injection policy)",
+        &format!("√ the admission policy {policy_name} exists and is bound"),
+        &format!("√ the admission policy {policy_name} is compiled from the current linkerd-config"),
+        "√ a dry-run pod in namespace p04-apps comes back injected",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
 }
 
 /// The policy's digest as stored, or `None` once it is gone.

@@ -186,14 +186,17 @@ async fn check_reports_an_expired_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_without_an_installation_fails_clearly() {
     let output = Command::new(binary())
-        .args(["check", "--configuration", "no-such-webhook-config", "--kubeconfig"])
+        .args(["check", "--configuration", "no-such-webhook-config", "--policy", "no-such-policy", "--kubeconfig"])
         .arg(kubeconfig())
         .output()
         .unwrap();
     assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("× the webhook configuration no-such-webhook-config does not exist")
+        stdout.contains(
+            "× neither the webhook configuration no-such-webhook-config nor the admission policy no-such-policy exists"
+        ),
+        "{stdout}"
     );
 }
 
