@@ -62,6 +62,23 @@ pub struct Options {
     pub control_plane_ns: String,
 }
 
+impl Options {
+    /// `matchConstraints`: pods as they are created, where the webhook would see them.
+    fn pod_creations(&self) -> Value {
+        json!({
+            "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": self.namespace_selector,
+            "objectSelector": self.object_selector,
+        })
+    }
+
+    fn labels(&self) -> Value {
+        json!({"linkerd.io/control-plane-component": "proxy-injector",
+            "linkerd.io/control-plane-ns": self.control_plane_ns})
+    }
+}
+
 /// The policy and its binding, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -182,8 +199,7 @@ pub fn compile(injector: &Injector, options: &Options) -> Result<Compiled, Compi
     let digest = hex(&Sha256::digest(digested.to_string().as_bytes())[..16]);
     let mutation = mutation.replace(DIGEST_PLACEHOLDER, &digest);
 
-    let labels = json!({"linkerd.io/control-plane-component": "proxy-injector",
-        "linkerd.io/control-plane-ns": options.control_plane_ns});
+    let labels = options.labels();
     let policy = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingAdmissionPolicy",
@@ -191,12 +207,7 @@ pub fn compile(injector: &Injector, options: &Options) -> Result<Compiled, Compi
         "spec": {
             "failurePolicy": options.failure_policy,
             "reinvocationPolicy": "IfNeeded",
-            "matchConstraints": {
-                "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                    "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": options.namespace_selector,
-                "objectSelector": options.object_selector,
-            },
+            "matchConstraints": options.pod_creations(),
             "matchConditions": match_conditions,
             "variables": variables,
             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": mutation}}],

@@ -39,8 +39,7 @@ pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
          ', and no webhook is installed for the pods it leaves (install --injection both)'",
         options.name
     );
-    let labels = json!({"linkerd.io/control-plane-component": "proxy-injector",
-        "linkerd.io/control-plane-ns": options.control_plane_ns});
+    let labels = options.labels();
     vec![
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -48,12 +47,7 @@ pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
             "metadata": {"name": name, "labels": labels},
             "spec": {
                 "failurePolicy": "Ignore",
-                "matchConstraints": {
-                    "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                        "resources": ["pods"], "scope": "Namespaced"}],
-                    "namespaceSelector": options.namespace_selector,
-                    "objectSelector": options.object_selector,
-                },
+                "matchConstraints": options.pod_creations(),
                 "variables": [{"name": "unmet", "expression": format!("[{}].filter(r, r != '')", reasons.join(", "))}],
                 "validations": [{"expression": format!("!{} || {}", opted_in(), has_proxy()),
                     "messageExpression": message, "reason": "Invalid"}],
