@@ -11,7 +11,7 @@ use clap::Args;
 use governance::{Policy, Subject, Violation};
 use inject::config::AnnotationSet;
 use inject::uninject::{Purpose, uninject};
-use inject::workload::{Kind, Workload};
+use inject::workload::{Kind, SERVICE_ACCOUNT_MOUNT_PATH, Workload};
 use inject::{Injector, Origin, Outcome, Owner, Request};
 use serde_json::{Map, Value, json};
 
@@ -166,60 +166,64 @@ fn evaluate(injector: &Injector, object: &Value, namespace: Option<&NamespaceVie
     let owner = owner_kind.map(|kind| Owner { kind, name: workload.name() });
     let origin =
         Origin::Webhook { namespace: &namespace.name, namespace_annotations: Some(&namespace.annotations), owner };
-    injector.evaluate(&Request { object: &pod_of(&workload, object), kind: None, origin }).map_err(|e| e.to_string())
+    let pod = admitted_pod(&workload, object);
+    injector.evaluate(&Request { object: &pod, kind: None, origin }).map_err(|e| e.to_string())
 }
 
-/// The webhook sees pods (and Services): a workload is explained through the pod it creates.
-fn pod_of(workload: &Workload<'_>, object: &Value) -> Value {
-    match (workload.kind, workload.template) {
-        (Some(Kind::Pod), _) | (_, None) => object.clone(),
+/// The pod `object` creates, as admission sees it: the webhook and the policy see pods, with the
+/// owner reference its controller sets and the token mount the ServiceAccount admission plugin
+/// adds before either runs.
+fn admitted_pod(workload: &Workload<'_>, object: &Value) -> Value {
+    let mut pod = match (workload.kind, workload.template) {
+        (Some(Kind::Pod), _) => object.clone(),
+        (_, None) => return object.clone(),
         (_, Some(template)) => json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": template.metadata().cloned().unwrap_or_default(),
             "spec": template.spec().cloned().unwrap_or_default(),
         }),
+    };
+    let immediate_owner = match workload.kind {
+        Some(Kind::Deployment | Kind::ReplicaSet) => Some(("apps/v1", "ReplicaSet")),
+        Some(Kind::CronJob | Kind::Job) => Some(("batch/v1", "Job")),
+        Some(Kind::StatefulSet) => Some(("apps/v1", "StatefulSet")),
+        Some(Kind::DaemonSet) => Some(("apps/v1", "DaemonSet")),
+        Some(Kind::ReplicationController) => Some(("v1", "ReplicationController")),
+        _ => None,
+    };
+    if let Some((api_version, kind)) = immediate_owner
+        && pod["metadata"].is_object()
+    {
+        pod["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": api_version, "kind": kind, "name": workload.name(), "controller": true}]);
     }
+    if pod.pointer("/spec/automountServiceAccountToken") != Some(&Value::Bool(false)) {
+        let token = json!({"name": "kube-api-access", "mountPath": SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": true});
+        for container in pod.pointer_mut("/spec/containers").and_then(Value::as_array_mut).into_iter().flatten() {
+            let mounts = container.get("volumeMounts").and_then(Value::as_array);
+            let mounted =
+                mounts.into_iter().flatten().any(|m| m.get("mountPath") == Some(&json!(SERVICE_ACCOUNT_MOUNT_PATH)));
+            if mounted || !container.is_object() {
+                continue;
+            }
+            match container["volumeMounts"].as_array_mut() {
+                Some(list) => list.push(token.clone()),
+                None => container["volumeMounts"] = json!([token]),
+            }
+        }
+    }
+    pod
 }
 
-/// Who injects the pod `object` creates under `injection`, as the apiserver will see it: with
-/// the owner reference its controller sets and the token mount the ServiceAccount admission
-/// plugin adds before any policy or webhook runs.
+/// Who injects the pod `object` creates under `injection`.
 fn route(
     injection: Injection,
     reach: &Result<admission_policy::Support, admission_policy::CompileError>,
     object: &Value,
     namespace: &NamespaceView,
 ) -> Value {
-    let workload = Workload::new(object, None);
-    let mut pod = pod_of(&workload, object);
-    let immediate_owner = match workload.kind {
-        Some(Kind::Deployment) => Some("ReplicaSet"),
-        Some(Kind::CronJob | Kind::Job) => Some("Job"),
-        Some(Kind::ReplicaSet) => Some("ReplicaSet"),
-        Some(Kind::StatefulSet) => Some("StatefulSet"),
-        Some(Kind::DaemonSet) => Some("DaemonSet"),
-        Some(Kind::ReplicationController) => Some("ReplicationController"),
-        _ => None,
-    };
-    if let Some(kind) = immediate_owner {
-        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": kind, "name": workload.name()}]);
-    }
-    if pod.pointer("/spec/automountServiceAccountToken") != Some(&Value::Bool(false)) {
-        for container in pod.pointer_mut("/spec/containers").and_then(Value::as_array_mut).into_iter().flatten() {
-            let mounts = &mut container["volumeMounts"];
-            let mounted = mounts.as_array().into_iter().flatten().any(|m| {
-                m.get("mountPath").and_then(Value::as_str) == Some(inject::workload::SERVICE_ACCOUNT_MOUNT_PATH)
-            });
-            if !mounted {
-                let token = json!({"name": "kube-api-access", "mountPath": inject::workload::SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": true});
-                match mounts.as_array_mut() {
-                    Some(list) => list.push(token),
-                    None => *mounts = json!([token]),
-                }
-            }
-        }
-    }
+    let pod = admitted_pod(&Workload::new(object, None), object);
     let unmet = match reach {
         Err(error) => vec![json!({"condition": "configuration", "why": error.to_string()})],
         Ok(support) => match admission_policy::route(support, &pod, Some(&namespace.annotations)) {

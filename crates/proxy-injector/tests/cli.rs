@@ -305,6 +305,16 @@ fn explain_says_who_injects_each_pod_under_each_installation_mode() {
     assert!(table.contains("injected by: the admission policy proxy-injector.linkerd.io"), "{table}");
     assert!(table.contains("injected by: nobody: --injection policy installs no webhook"), "{table}");
 
+    // Without token projection the proxy needs the app's token mount, which the apiserver adds
+    // to every pod that does not opt out: explain sees the pod as admission will.
+    let no_projection = dir.path().join("no-projection.yaml");
+    std::fs::write(&no_projection, "identity: {serviceAccountTokenProjection: false}\n").unwrap();
+    let reports: Value =
+        serde_json::from_str(&explain("both", &["-o", "json", "--values", no_projection.to_str().unwrap()])).unwrap();
+    let web = reports.as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap();
+    assert_eq!(web["result"]["inject"], true, "{web}");
+    assert_eq!(web["route"]["by"], "policy", "{web}");
+
     // A one-key values file on top: tracing, which the policy cannot compile.
     let tracing = dir.path().join("tracing.yaml");
     std::fs::write(&tracing, "proxy: {tracing: {enabled: true, collector: {endpoint: c:4317, meshIdentity: {serviceAccountName: c, namespace: t}}}}\n").unwrap();

@@ -3,9 +3,7 @@
 //! webhook; pods the policy supports are injected with the webhook down; and the Rust twin of
 //! the policy's conditions (what `explain` says) agrees with the apiserver's CEL on every pod.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::{Map, Value, json};
 use webhook::ErrorPolicy;
@@ -229,28 +227,69 @@ pub async fn wait_until_injecting(client: &kube::Client, namespace: &str, inject
 }
 
 /// The workloads whose controllers create the pods, one of each kind the policy resolves.
-async fn create_workloads(client: &kube::Client, namespace: &str) {
+/// The workloads whose controllers create pods, as manifests (for `explain` as well).
+fn workload_manifests() -> Vec<Value> {
     let template = |app: &str| {
         json!({"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "app", "image": "nginx",
             "ports": [{"containerPort": 80, "name": "http"}]}]}})
     };
     let spec = |app: &str| json!({"replicas": 1, "selector": {"matchLabels": {"app": app}}, "template": template(app)});
-    let post = PostParams::default();
-    let deployment: Deployment =
-        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": spec("web")})).unwrap();
-    Api::<Deployment>::namespaced(client.clone(), namespace).create(&post, &deployment).await.unwrap();
-    let replica_set: ReplicaSet =
-        serde_json::from_value(json!({"metadata": {"name": "bare"}, "spec": spec("bare")})).unwrap();
-    Api::<ReplicaSet>::namespaced(client.clone(), namespace).create(&post, &replica_set).await.unwrap();
     let mut stateful = spec("db");
     stateful["serviceName"] = json!("db");
-    let stateful_set: StatefulSet =
-        serde_json::from_value(json!({"metadata": {"name": "db"}, "spec": stateful})).unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), namespace).create(&post, &stateful_set).await.unwrap();
-    let controller: ReplicationController = serde_json::from_value(json!({"metadata": {"name": "legacy"},
-        "spec": {"replicas": 1, "selector": {"app": "legacy"}, "template": template("legacy")}}))
-    .unwrap();
-    Api::<ReplicationController>::namespaced(client.clone(), namespace).create(&post, &controller).await.unwrap();
+    vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": spec("web")}),
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "bare"}, "spec": spec("bare")}),
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}, "spec": stateful}),
+        json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "legacy"},
+            "spec": {"replicas": 1, "selector": {"app": "legacy"}, "template": template("legacy")}}),
+    ]
+}
+
+/// Creates `manifests` in `namespace` (their controllers then create the pods).
+async fn create_workloads(client: &kube::Client, namespace: &str, manifests: &[Value]) {
+    for manifest in manifests {
+        let plural = format!("{}s", manifest["kind"].as_str().unwrap().to_ascii_lowercase());
+        let path = match manifest["apiVersion"].as_str().unwrap() {
+            "v1" => format!("/api/v1/namespaces/{namespace}/{plural}"),
+            group_version => format!("/apis/{group_version}/namespaces/{namespace}/{plural}"),
+        };
+        let created = create(client, &path, manifest).await;
+        assert_eq!(created.status, 201, "{path}: {}", created.body);
+    }
+}
+
+/// What `explain --injection both --namespace NAMESPACE` says of each manifest: by whom, and the
+/// first condition it fails.
+fn explained_routes(values: &Value, namespace: &str, manifests: &[Value]) -> Vec<(String, String, String)> {
+    let mut document = values.clone();
+    document["identityTrustAnchorsPEM"] = json!(trust_anchors());
+    let values_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(values_file.path(), document.to_string()).unwrap();
+    let mut stream = String::new();
+    for manifest in manifests {
+        stream.push_str(&manifest::to_yaml(manifest).unwrap());
+        stream.push_str("---\n");
+    }
+    let mut child = std::process::Command::new(binary())
+        .args(["explain", "--injection", "both", "-o", "json", "--namespace", namespace, "--values"])
+        .arg(values_file.path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stream.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reports: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    reports
+        .iter()
+        .map(|r| (text(&r["name"]), text(&r["route"]["by"]), text(&r["route"]["unmet"][0]["condition"])))
+        .collect()
 }
 
 const WORKLOAD_LABELS: [(&str, &str, &str); 4] = [
@@ -332,8 +371,12 @@ async fn equivalence(test: &str, values: Value) {
         assert_eq!(injected_by_webhook(&by_both), injected, "{name}: the webhook handles it");
     }
 
-    create_workloads(&client, &format!("{policy_label}-enabled")).await;
-    create_workloads(&client, &format!("{webhook_label}-enabled")).await;
+    let manifests = workload_manifests();
+    create_workloads(&client, &format!("{policy_label}-enabled"), &manifests).await;
+    create_workloads(&client, &format!("{webhook_label}-enabled"), &manifests).await;
+    for (name, by, unmet) in explained_routes(&values, &format!("{policy_label}-enabled"), &manifests) {
+        assert_eq!((by.as_str(), unmet.as_str()), ("policy", ""), "explain: {name}'s pods are the policy's");
+    }
     for (app, label, owner) in WORKLOAD_LABELS {
         let by_policy = wait_for_pods(&client, &format!("{policy_label}-enabled"), &format!("app={app}"), 1).await;
         let by_webhook = wait_for_pods(&client, &format!("{webhook_label}-enabled"), &format!("app={app}"), 1).await;
@@ -341,10 +384,11 @@ async fn equivalence(test: &str, values: Value) {
         assert_eq!(by_policy[0].metadata.labels.as_ref().unwrap()[label], owner, "{app}");
         assert_eq!(injected_parts(&by_policy[0]), injected_parts(&by_webhook[0]), "{app}: the same pod either way");
     }
-    let job: Job = serde_json::from_value(json!({"metadata": {"name": "once"}, "spec": {"template": {
-        "metadata": {"labels": {"app": "once"}}, "spec": {"restartPolicy": "Never", "containers": [app("app")]}}}}))
-    .unwrap();
-    Api::<Job>::namespaced(client.clone(), &both_ns).create(&PostParams::default(), &job).await.unwrap();
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"}, "spec": {"template": {
+        "metadata": {"labels": {"app": "once"}}, "spec": {"restartPolicy": "Never", "containers": [app("app")]}}}});
+    create_workloads(&client, &both_ns, std::slice::from_ref(&job)).await;
+    let explained = explained_routes(&values, &both_ns, std::slice::from_ref(&job));
+    assert_eq!(explained, [("once".into(), "webhook".into(), "owner-known-without-lookup".into())]);
     let job_pods = wait_for_pods(&client, &both_ns, "app=once", 1).await;
     assert!(injected_by_webhook(&job_pods[0]), "a Job's pod is the webhook's, which finds the Job's owner");
     assert_eq!(job_pods[0].metadata.labels.as_ref().unwrap()["linkerd.io/proxy-job"], "once");
