@@ -146,6 +146,9 @@ pub struct PodCounts {
     pub unmeshed: usize,
     /// With a proxy other than the one new pods would get.
     pub stale: usize,
+    /// Of the stale ones, those an admission policy compiled from another configuration
+    /// injected: while that policy is installed, a restart gives the same proxy again.
+    pub stale_by_policy: usize,
     /// With a proxy although new pods would get none.
     pub unwanted: usize,
     /// Without a proxy, as expected.
@@ -206,6 +209,7 @@ impl Plan {
             sum.meshed += w.pods.meshed;
             sum.unmeshed += w.pods.unmeshed;
             sum.stale += w.pods.stale;
+            sum.stale_by_policy += w.pods.stale_by_policy;
             sum.unwanted += w.pods.unwanted;
             sum.plain += w.pods.plain;
             sum
@@ -257,7 +261,14 @@ fn classify(expected: &Expectation, proxy: Option<&Proxy>, policy_fingerprint: O
                 Some(recorded) => recorded == fingerprint || Some(recorded.as_str()) == policy_fingerprint,
                 None => proxy.version.as_deref() == Some(version.as_str()),
             };
-            if current { counts.meshed += 1 } else { counts.stale += 1 }
+            if current {
+                counts.meshed += 1;
+            } else {
+                counts.stale += 1;
+                let by_policy =
+                    proxy.fingerprint.as_ref().is_some_and(|f| f.starts_with(admission_policy::FINGERPRINT_PREFIX));
+                counts.stale_by_policy += usize::from(by_policy);
+            }
         }
         (Expectation::Injected { .. }, None) => counts.unmeshed += 1,
         (Expectation::NotInjected { .. }, Some(_)) => counts.unwanted += 1,
@@ -276,6 +287,12 @@ fn why_restart(counts: &PodCounts) -> String {
         if n > 0 {
             parts.push(format!("{n} pod{} {what}", if n == 1 { "" } else { "s" }));
         }
+    }
+    if counts.stale_by_policy > 0 {
+        parts.push(format!(
+            "{} of them from an admission policy compiled from another configuration (`proxy-injector check`)",
+            counts.stale_by_policy
+        ));
     }
     parts.join(", ")
 }
@@ -400,8 +417,13 @@ fn safety(
     if let Some(at) = restarted {
         let since = Duration::try_from(now.duration_since(at)).unwrap_or_default();
         if since < limits.retry_after {
+            let suspect = if counts.stale_by_policy > 0 {
+                "is the admission policy compiled from the current linkerd-config?"
+            } else {
+                "is the webhook reachable?"
+            };
             return Step::Held(format!(
-                "{why}; restarted {}s ago and not again within {} (its new pods still need a restart: is the webhook reachable?)",
+                "{why}; restarted {}s ago and not again within {} (its new pods still need a restart: {suspect})",
                 since.as_secs(),
                 seconds(limits.retry_after)
             ));

@@ -130,6 +130,15 @@ fn a_pod_the_current_admission_policy_injected_is_current_and_an_older_policys_i
     ];
     let plan = plan_of(&current, &shop(pods));
     assert_eq!((plan.workloads[0].pods.meshed, plan.workloads[0].pods.stale), (1, 1));
+    assert_eq!(plan.workloads[0].pods.stale_by_policy, 1);
+    assert_eq!(
+        plan.workloads[0].step,
+        Step::Restart(
+            "1 pod with a stale proxy, 1 of them from an admission policy compiled from another configuration \
+             (`proxy-injector check`)"
+                .into()
+        )
+    );
     let after_upgrade =
         plan_of(&upgraded, &shop(vec![pod("shop", "p", ("ReplicaSet", "web-abc"), annotations(&by_policy))]));
     assert_eq!(after_upgrade.workloads[0].pods.stale, 1, "a policy compiled from the old configuration is stale");
