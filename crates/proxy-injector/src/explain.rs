@@ -69,6 +69,12 @@ pub fn run(args: &ExplainArgs, cluster: &ClusterArgs, control_plane_ns: &str) ->
         }
         (None, None) => None,
     };
+    if args.injection != Injection::Webhook && namespace.is_none() {
+        anyhow::bail!(
+            "--injection {} says who injects pods at admission: give the namespace with --namespace or --namespace-file",
+            args.injection.as_str()
+        );
+    }
     // What the policy reaches, compiled once: a configuration it cannot express reaches nothing.
     let reach = admission_policy::fingerprint(&injector).and_then(|_| admission_policy::support(&injector));
     let mut reports = Vec::new();

@@ -301,6 +301,13 @@ fn explain_says_who_injects_each_pod_under_each_installation_mode() {
     assert_eq!(route("mysql")["unmet"][0]["condition"], "own-annotations-supported");
     assert_eq!(route("web-svc"), Value::Null, "only pods that are injected have a route");
 
+    cli()
+        .args(["explain", "--values", &values(), "--injection", "both"])
+        .arg(examples().join("manifests"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("give the namespace with --namespace or --namespace-file"));
+
     let table = explain("policy", &[]);
     assert!(table.contains("injected by: the admission policy proxy-injector.linkerd.io"), "{table}");
     assert!(table.contains("injected by: nobody: --injection policy installs no webhook"), "{table}");
