@@ -1,4 +1,5 @@
-//! `install`: everything the webhook needs in a cluster, for `kubectl apply -f -`.
+//! `install`: everything the webhook, the admission policy or both need in a cluster, for
+//! `kubectl apply -f -`.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -56,9 +56,9 @@ enum Command {
     ProxyInit(Box<iptables::ProxyInitArgs>),
     /// Check that the pod's traffic is redirected to the proxy (CNI mode); exits 95 if not
     NetworkValidator(iptables::ValidatorArgs),
-    /// Print the manifests that install the webhook, for `kubectl apply -f -`
+    /// Print the manifests that install the webhook and/or the admission policy, for `kubectl apply -f -`
     Install(Box<install::InstallArgs>),
-    /// Check that the installed webhook is registered, trusted and injecting
+    /// Check that the installed webhook is registered, trusted and injecting, and the policy current
     Check(check::CheckArgs),
     /// Restart workloads whose pods lack the proxy, run a stale one, or have one they should not
     Reconcile(Box<reconciler::ReconcileArgs>),
