@@ -25,14 +25,18 @@ fn has_proxy() -> String {
     format!("(object.spec.containers.exists(c, {named}) || object.spec.?initContainers.orValue([]).exists(c, {named}))")
 }
 
+/// The warning policy's name beside the mutating policy's: `unserved.proxy-injector.linkerd.io`.
+pub fn name(policy_name: &str) -> String {
+    format!("unserved.{policy_name}")
+}
+
 /// The warning policy and its binding, for the namespaces and objects the mutation reaches.
 pub fn warning(support: &Support, options: &Options) -> Vec<Value> {
     let reasons: Vec<String> = support::conditions(support)
         .into_iter()
         .map(|c| format!("({}) ? '' : {}", c.cel(support), cel::string(c.unmet)))
         .collect();
-    // `unserved.proxy-injector.linkerd.io` beside `proxy-injector.linkerd.io`.
-    let name = format!("unserved.{}", options.name);
+    let name = name(&options.name);
     let message = format!(
         "'this pod opted in to the Linkerd proxy but is created without one: the admission policy {} \
          does not inject it' + (size(variables.unmet) > 0 ? ' (' + variables.unmet.join('; ') + ')' : '') + \

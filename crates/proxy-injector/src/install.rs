@@ -97,9 +97,10 @@ pub struct InstallArgs {
     /// policy first, the webhook for what it leaves)
     #[arg(long, value_enum, default_value = "webhook")]
     injection: Injection,
-    /// With --injection both: the webhook applies the policy itself and keeps it compiled from
-    /// linkerd-config as that changes (a `linkerd upgrade` never leaves it stale), instead of
-    /// this output carrying it
+    /// The webhook process applies the policy itself and keeps it compiled from linkerd-config as
+    /// that changes (a `linkerd upgrade` never leaves it stale), instead of this output carrying
+    /// it; with --injection policy the process runs only for that, and nothing is registered to
+    /// call it
     #[arg(long)]
     sync_policy: bool,
     #[arg(short = 'o', long, value_enum, default_value = "yaml")]
@@ -242,24 +243,26 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         (true, _) | (false, "Fail") => ErrorPolicy::Deny,
         _ => ErrorPolicy::Admit,
     };
-    if args.sync_policy && args.injection != Injection::Both {
-        bail!("--sync-policy is for --injection both: the webhook keeps the policy in sync");
+    if args.sync_policy && args.injection == Injection::Webhook {
+        bail!("--sync-policy keeps an admission policy in sync: use it with --injection both or policy");
+    }
+    if args.injection == Injection::Policy
+        && let Some(flag) = args.webhook_flags().next()
+    {
+        bail!("{flag} configures the webhook, which --injection policy does not register; use --injection both");
     }
     let injector = match args.injection {
         Injection::Webhook => injector,
-        Injection::Both if args.sync_policy => injector,
+        // The webhook process compiles it from the configuration it loads.
+        _ if args.sync_policy => injector,
         _ => policy_injector(args, cluster, control_plane_ns, injector)?,
     };
     let policy = match args.injection {
         Injection::Webhook => Vec::new(),
-        // The webhook compiles and applies it from the configuration it loads.
-        Injection::Both if args.sync_policy => Vec::new(),
+        _ if args.sync_policy => Vec::new(),
         // The webhook catches what the policy fails on.
         Injection::Both => policy_objects(&injector, "Ignore", control_plane_ns, false)?,
         Injection::Policy => {
-            if let Some(flag) = args.webhook_flags().next() {
-                bail!("{flag} configures the webhook, which --injection policy does not install; use --injection both");
-            }
             let failure_policy = if error_policy == ErrorPolicy::Deny { "Fail" } else { "Ignore" };
             let mut objects = standalone_config(args, &given, control_plane_ns, v)?;
             if !objects.is_empty() {
@@ -270,6 +273,9 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
             return Ok(objects);
         }
     };
+    // With `--injection policy --sync-policy` the process only keeps the policy: nothing is
+    // registered to call it.
+    let registered = args.injection != Injection::Policy;
     let tls = if args.cert_manager {
         None
     } else {
@@ -294,7 +300,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(NAME)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
-        "rules": rules(args.reconcile, args.sync_policy)}),
+        "rules": rules(args.reconcile, args.sync_policy.then_some(args.injection))}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": format!("{NAME}-{namespace}"), "labels": labels},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{NAME}-{namespace}")},
@@ -314,6 +320,9 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
         }
     }
     objects.push(deployment(args, &namespace, control_plane_ns, &labels, error_policy));
+    if !registered {
+        return Ok(objects);
+    }
     objects.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(NAME), "spec": {"type": "ClusterIP",
         "selector": {"app.kubernetes.io/name": NAME},
         "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}}));
@@ -443,8 +452,8 @@ fn policy_objects(
 
 /// The webhook reads namespaces and owners and records Events; the reconciler also watches pods,
 /// workloads and budgets, restarts workloads and holds its Lease; a webhook that syncs the
-/// admission policy writes it and its binding.
-fn rules(reconcile: bool, sync_policy: bool) -> Value {
+/// admission policy writes it and its binding, and alone also the warning policy.
+fn rules(reconcile: bool, synced_policy: Option<Injection>) -> Value {
     let mut rules = vec![
         json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
         json!({"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get", "list", "watch"]}),
@@ -460,9 +469,12 @@ fn rules(reconcile: bool, sync_policy: bool) -> Value {
             json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}),
         ]);
     }
-    if sync_policy {
-        rules.push(json!({"apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["mutatingadmissionpolicies", "mutatingadmissionpolicybindings"],
+    if let Some(mode) = synced_policy {
+        let mut resources = vec!["mutatingadmissionpolicies", "mutatingadmissionpolicybindings"];
+        if mode == Injection::Policy {
+            resources.extend(["validatingadmissionpolicies", "validatingadmissionpolicybindings"]);
+        }
+        rules.push(json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": resources,
             "verbs": ["get", "create", "patch", "delete"]}));
     }
     Value::Array(rules)
@@ -510,6 +522,9 @@ fn deployment(
     ];
     if args.sync_policy {
         webhook_args.push("--sync-admission-policy".into());
+        if args.injection == Injection::Policy {
+            webhook_args.push("--admission-policy-alone".into());
+        }
     }
     let mut spec = json!({
         "serviceAccountName": NAME,

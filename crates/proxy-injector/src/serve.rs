@@ -83,6 +83,11 @@ pub struct WebhookArgs {
     /// stay the webhook's
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, requires = "sync_admission_policy")]
     admission_policy_namespace_label: Option<(String, String)>,
+    /// No webhook is registered for the pods the synced policy leaves (`install --injection
+    /// policy --sync-policy`): the policy fails as --on-error says, and a warning policy tells
+    /// whoever applies a pod it leaves
+    #[arg(long, requires = "sync_admission_policy")]
+    admission_policy_alone: bool,
     /// How long in-flight admissions may take to finish after SIGTERM
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -159,6 +164,10 @@ pub fn run(args: &WebhookArgs, kubeconfig: Option<PathBuf>, control_plane_ns: &s
         policy_sync: args.sync_admission_policy.then(|| webhook::policy_sync::PolicySync {
             name: args.admission_policy_name.clone(),
             namespace_label: args.admission_policy_namespace_label.clone(),
+            alone: args.admission_policy_alone.then_some(match args.on_error {
+                OnError::Deny => "Fail",
+                OnError::Admit => "Ignore",
+            }),
         }),
     };
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(webhook::run(config))?;

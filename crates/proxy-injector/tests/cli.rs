@@ -436,13 +436,11 @@ fn install_refuses_bad_options_clearly() {
         .assert()
         .failure()
         .stderr(predicate::str::contains(
-            "--reconcile configures the webhook, which --injection policy does not install",
+            "--reconcile configures the webhook, which --injection policy does not register",
         ));
-    cli()
-        .args(["install", "--ignore-cluster", "--sync-policy"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--sync-policy is for --injection both"));
+    cli().args(["install", "--ignore-cluster", "--sync-policy"]).assert().failure().stderr(predicate::str::contains(
+        "--sync-policy keeps an admission policy in sync: use it with --injection both or policy",
+    ));
     // The policy compiles the trust anchors in; the chart defaults have none.
     cli()
         .args(["install", "--ignore-cluster", "--injection", "both"])

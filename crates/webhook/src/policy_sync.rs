@@ -24,6 +24,10 @@ pub struct PolicySync {
     /// Only namespaces with this label get the policy (a staged rollout); the rest stay the
     /// webhook's.
     pub namespace_label: Option<(String, String)>,
+    /// No webhook is registered for the pods the policy leaves: the policy fails as this says
+    /// (`Fail` or `Ignore`), and a warning policy names the pods it leaves. Otherwise the policy
+    /// fails open to the webhook.
+    pub alone: Option<&'static str>,
 }
 
 impl PolicySync {
@@ -36,8 +40,8 @@ impl PolicySync {
         }
         admission_policy::Options {
             name: self.name.clone(),
-            // The webhook is here for whatever the policy fails on.
-            failure_policy: "Ignore",
+            // With the webhook registered, it takes whatever the policy fails on.
+            failure_policy: self.alone.unwrap_or("Ignore"),
             namespace_selector,
             object_selector: registration::object_selector(),
             control_plane_ns: control_plane_ns.into(),
@@ -62,7 +66,13 @@ async fn apply(client: &kube::Client, object: Value) -> Result<(), String> {
 }
 
 async fn remove(client: &kube::Client, name: &str) -> Result<(), String> {
-    for kind in ["MutatingAdmissionPolicyBinding", "MutatingAdmissionPolicy"] {
+    let warning = admission_policy::unserved::name(name);
+    for (kind, name) in [
+        ("MutatingAdmissionPolicyBinding", name),
+        ("MutatingAdmissionPolicy", name),
+        ("ValidatingAdmissionPolicyBinding", &warning),
+        ("ValidatingAdmissionPolicy", &warning),
+    ] {
         match api(client, kind).delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -79,6 +89,12 @@ async fn sync(client: &kube::Client, sync: &PolicySync, loaded: &Loaded) -> Resu
         Ok(compiled) => {
             apply(client, compiled.policy).await?;
             apply(client, compiled.binding).await?;
+            if sync.alone.is_some() {
+                let support = admission_policy::support(&loaded.injector).map_err(|e| e.to_string())?;
+                for object in admission_policy::unserved::warning(&support, &options) {
+                    apply(client, object).await?;
+                }
+            }
             tracing::info!(policy = %sync.name, digest = %compiled.digest, "admission policy in sync");
             Ok(())
         }

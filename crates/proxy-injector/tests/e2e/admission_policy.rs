@@ -783,3 +783,48 @@ async fn a_burst_of_1000_pods_through_the_policy_and_through_the_webhook() {
     }
     drop(webhook);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_process_alone_keeps_the_policy_and_its_warning() {
+    let client = client().await;
+    let name = format!("{}-p07", admission_policy::POLICY_NAME);
+    namespace(&client, "p07", "p07-apps", json!({"linkerd.io/inject": "enabled"}), json!({})).await;
+    let mut extra_args: Vec<String> =
+        ["--sync-admission-policy", "--admission-policy-alone", "--admission-policy-name", &name]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+    extra_args.extend(["--admission-policy-namespace-label".into(), format!("{TEST_LABEL}=p07")]);
+    // Registered nowhere, as `install --injection policy --sync-policy` leaves it.
+    let webhook = WebhookProcess::start(WebhookOptions { extra_args, on_error: "deny", ..WebhookOptions::default() });
+    wait_for_digest(&client, &name, digest_of(&json!({})), &webhook).await;
+    let gvk = |kind: &str| kube::core::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    let policies: Api<kube::api::DynamicObject> =
+        Api::all_with(client.clone(), &kube::core::ApiResource::from_gvk(&gvk("MutatingAdmissionPolicy")));
+    assert_eq!(policies.get(&name).await.unwrap().data["spec"]["failurePolicy"], "Fail", "--on-error deny, alone");
+    let warnings: Api<kube::api::DynamicObject> =
+        Api::all_with(client.clone(), &kube::core::ApiResource::from_gvk(&gvk("ValidatingAdmissionPolicy")));
+    let warning_name = admission_policy::unserved::name(&name);
+    assert!(warnings.get_opt(&warning_name).await.unwrap().is_some(), "the warning policy is applied too");
+    wait_until_injecting(&client, "p07-apps", injected_by_policy).await;
+
+    let host = pod("host", json!({}), json!({"hostNetwork": true, "containers": [app("app")]}));
+    let started = std::time::Instant::now();
+    loop {
+        let created =
+            send(&client, "POST", "/api/v1/namespaces/p07-apps/pods?dryRun=All", "application/json", &host).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        if created.warnings.iter().any(|w| w.contains("it uses the host's network")) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no warning: {:?}", created.warnings);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // A configuration without a policy removes both.
+    let tracing = json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "c:4317",
+        "meshIdentity": {"serviceAccountName": "c", "namespace": "t"}}}}});
+    webhook.set_values(&tracing);
+    wait_for_digest(&client, &name, None, &webhook).await;
+    assert!(warnings.get_opt(&warning_name).await.unwrap().is_none(), "the warning policy is removed with it");
+}

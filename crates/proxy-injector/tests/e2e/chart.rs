@@ -71,6 +71,7 @@ fn the_chart_renders_what_install_renders() {
             vec!["--injection", "both", "--sync-policy", "--reconcile"],
             vec!["injector.injection=both", "injector.reconcile=true"],
         ),
+        (vec!["--injection", "policy", "--sync-policy"], vec!["injector.injection=policy"]),
         (
             vec!["-L", "linkerd-cp", "--set", "proxyInjector.timeoutSeconds=5", "--set", "webhookFailurePolicy=Fail"],
             vec![
@@ -108,20 +109,21 @@ fn the_chart_renders_what_install_renders() {
 }
 
 #[test]
-fn the_chart_refuses_an_injection_mode_it_cannot_render() {
-    let rendered = Command::new(helm())
-        .arg("template")
-        .arg("proxy-injector")
-        .arg(examples().join("../charts/proxy-injector"))
-        .args(["--set", "injector.injection=policy"])
-        .output()
-        .unwrap();
-    assert!(!rendered.status.success());
-    let stderr = String::from_utf8_lossy(&rendered.stderr);
-    assert!(
-        stderr.contains("injector.injection \"policy\"") && stderr.contains("install --injection policy"),
-        "{stderr}"
-    );
+fn the_chart_refuses_injection_settings_it_cannot_honour() {
+    for (sets, expected) in [
+        (vec!["injector.injection=sidecar"], "injector.injection \"sidecar\": expected webhook, both or policy"),
+        (vec!["injector.injection=policy", "injector.ha=true"], "injector.injection=policy registers no webhook"),
+    ] {
+        let mut helm = Command::new(helm());
+        helm.arg("template").arg("proxy-injector").arg(examples().join("../charts/proxy-injector"));
+        for set in &sets {
+            helm.args(["--set", set]);
+        }
+        let rendered = helm.output().unwrap();
+        assert!(!rendered.status.success(), "{sets:?}");
+        let stderr = String::from_utf8_lossy(&rendered.stderr);
+        assert!(stderr.contains(expected), "{sets:?}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
