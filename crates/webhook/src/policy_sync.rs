@@ -105,7 +105,15 @@ async fn sync(client: &kube::Client, sync: &PolicySync, loaded: &Loaded) -> Resu
     }
 }
 
-/// Syncs whenever a new configuration is loaded, and retries a failed sync every `interval`.
+/// How long to wait after `failures` failed syncs in a row: doubling from `interval` up to a
+/// minute, so an apiserver that refuses the policy (one without admissionregistration.k8s.io/v1
+/// MutatingAdmissionPolicy, say) gets a warning a minute rather than one every reload interval.
+fn retry_delay(interval: Duration, failures: u32) -> Duration {
+    let cap = Duration::from_secs(60).max(interval);
+    interval.saturating_mul(1 << failures.min(16)).min(cap)
+}
+
+/// Syncs whenever a new configuration is loaded, and retries a failed sync with backoff.
 pub async fn run(
     client: kube::Client,
     sync_config: PolicySync,
@@ -114,6 +122,7 @@ pub async fn run(
     interval: Duration,
 ) {
     let mut synced: Option<Arc<Loaded>> = None;
+    let mut failures = 0;
     loop {
         let current = loaded.load_full();
         if let Some(current) = current
@@ -123,13 +132,31 @@ pub async fn run(
                 Ok(()) => {
                     metrics.reloaded("admission-policy", true);
                     synced = Some(current);
+                    failures = 0;
                 }
                 Err(error) => {
                     metrics.reloaded("admission-policy", false);
-                    tracing::warn!(%error, "admission policy not synced; retrying");
+                    failures += 1;
+                    let delay = retry_delay(interval, failures);
+                    tracing::warn!(%error, retry_in = ?delay, "admission policy not synced");
+                    tokio::time::sleep(delay.saturating_sub(interval)).await;
                 }
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_syncs_back_off_to_a_minute() {
+        let second = Duration::from_secs(1);
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(second, n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(Duration::from_secs(90), 3), Duration::from_secs(90), "never below the interval");
+        assert_eq!(retry_delay(second, u32::MAX), Duration::from_secs(60));
     }
 }
