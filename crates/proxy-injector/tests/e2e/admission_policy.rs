@@ -426,6 +426,26 @@ async fn policy_and_webhook_store_the_same_pods_cni_without_token_projection() {
     .await;
 }
 
+/// Dry-runs `pod` in `namespace` until the client is warned with `needle`: the apiserver loads a
+/// new admission policy a moment after it is stored.
+async fn wait_until_warned(client: &kube::Client, namespace: &str, pod: &Value, needle: &str) {
+    let path = format!("/api/v1/namespaces/{namespace}/pods?dryRun=All");
+    let started = std::time::Instant::now();
+    loop {
+        let created = send(client, "POST", &path, "application/json", pod).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        if created.warnings.iter().any(|w| w.contains(needle)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no warning {needle:?}: {:?}",
+            created.warnings
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Renames the admission policies `install` rendered for `test` and limits them to the
 /// namespaces labelled for it, as [`isolate`](crate::install) does for registrations.
 pub fn isolate_policies(objects: &mut [Value], test: &str) {
@@ -506,8 +526,10 @@ async fn install_renders_policies_the_apiserver_runs_and_warns_about_pods_left_w
     let stored: Pod = serde_json::from_value(created.body).unwrap();
     assert!(injected_by_policy(&stored));
 
-    // Opted in, outside the policy's support: created without a proxy, and the client is told why.
+    // Opted in, outside the policy's support: created without a proxy, and the client is told why
+    // (once the apiserver has loaded the warning policy, which it does apart from the mutation).
     let host = pod("host", json!({}), json!({"hostNetwork": true, "containers": [app("app")]}));
+    wait_until_warned(&client, "p04-apps", &host, "it uses the host's network").await;
     let created = create(&client, "/api/v1/namespaces/p04-apps/pods", &host).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let stored: Pod = serde_json::from_value(created.body).unwrap();
@@ -784,6 +806,20 @@ async fn a_burst_of_1000_pods_through_the_policy_and_through_the_webhook() {
     drop(webhook);
 }
 
+/// Polls until `name` exists (or, with `present` false, is gone): the process applies and
+/// deletes the warning policy just after the mutating one.
+async fn wait_for_presence(api: &Api<kube::api::DynamicObject>, name: &str, present: bool, webhook: &WebhookProcess) {
+    let started = std::time::Instant::now();
+    while api.get_opt(name).await.unwrap().is_some() != present {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{name}: present is not {present}\n{}",
+            webhook.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_process_alone_keeps_the_policy_and_its_warning() {
     let client = client().await;
@@ -805,26 +841,16 @@ async fn a_webhook_process_alone_keeps_the_policy_and_its_warning() {
     let warnings: Api<kube::api::DynamicObject> =
         Api::all_with(client.clone(), &kube::core::ApiResource::from_gvk(&gvk("ValidatingAdmissionPolicy")));
     let warning_name = admission_policy::unserved::name(&name);
-    assert!(warnings.get_opt(&warning_name).await.unwrap().is_some(), "the warning policy is applied too");
+    wait_for_presence(&warnings, &warning_name, true, &webhook).await;
     wait_until_injecting(&client, "p07-apps", injected_by_policy).await;
 
     let host = pod("host", json!({}), json!({"hostNetwork": true, "containers": [app("app")]}));
-    let started = std::time::Instant::now();
-    loop {
-        let created =
-            send(&client, "POST", "/api/v1/namespaces/p07-apps/pods?dryRun=All", "application/json", &host).await;
-        assert_eq!(created.status, 201, "{}", created.body);
-        if created.warnings.iter().any(|w| w.contains("it uses the host's network")) {
-            break;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no warning: {:?}", created.warnings);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_until_warned(&client, "p07-apps", &host, "it uses the host's network").await;
 
     // A configuration without a policy removes both.
     let tracing = json!({"proxy": {"tracing": {"enabled": true, "collector": {"endpoint": "c:4317",
         "meshIdentity": {"serviceAccountName": "c", "namespace": "t"}}}}});
     webhook.set_values(&tracing);
     wait_for_digest(&client, &name, None, &webhook).await;
-    assert!(warnings.get_opt(&warning_name).await.unwrap().is_none(), "the warning policy is removed with it");
+    wait_for_presence(&warnings, &warning_name, false, &webhook).await;
 }
