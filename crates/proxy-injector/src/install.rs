@@ -290,8 +290,7 @@ fn render(args: &InstallArgs, cluster: &ClusterArgs, control_plane_ns: &str) -> 
             None => generate_tls(&namespace, args.webhook_url.as_deref(), args.cert_validity)?,
         })
     };
-    let labels = json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "linkerd",
-        "linkerd.io/control-plane-component": NAME, "linkerd.io/control-plane-ns": control_plane_ns});
+    let labels = labels(control_plane_ns);
     let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
 
@@ -400,6 +399,12 @@ fn policy_injector(
     })
 }
 
+/// The labels of everything `install` renders for the injector itself.
+fn labels(control_plane_ns: &str) -> Value {
+    json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "linkerd",
+        "linkerd.io/control-plane-component": NAME, "linkerd.io/control-plane-ns": control_plane_ns})
+}
+
 /// With `--standalone`, the linkerd-config and trust-roots ConfigMaps the values describe, in
 /// the control-plane namespace where the webhook, `check` and the reconciler read them.
 fn standalone_config(
@@ -412,8 +417,7 @@ fn standalone_config(
         return Ok(Vec::new());
     }
     let namespace = args.namespace.as_deref().unwrap_or(control_plane_ns);
-    let labels = json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "linkerd",
-        "linkerd.io/control-plane-component": NAME, "linkerd.io/control-plane-ns": control_plane_ns});
+    let labels = labels(control_plane_ns);
     let meta = |name: &str| json!({"name": name, "namespace": namespace, "labels": labels});
     let mut linkerd_values = given.clone();
     if let Some(map) = linkerd_values.as_object_mut() {
