@@ -3,49 +3,31 @@
 //! Kubernetes API documents `[]byte` fields.
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<AdmissionRequest>,
-}
+use crate::json_reader::{JsonError, Reader};
+use crate::object_view;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupVersionKind {
-    #[serde(default)]
     pub group: String,
-    #[serde(default)]
     pub version: String,
-    #[serde(default)]
     pub kind: String,
 }
 
 /// The fields of an AdmissionRequest the webhook reads.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct AdmissionRequest {
     pub uid: String,
-    #[serde(default)]
     pub kind: GroupVersionKind,
-    #[serde(default)]
     pub namespace: String,
-    #[serde(default)]
     pub name: String,
-    #[serde(default)]
     pub operation: String,
-    #[serde(default)]
     pub dry_run: Option<bool>,
     /// Only the parts injection reads, see [`crate::object_view`].
-    #[serde(default, deserialize_with = "crate::object_view::deserialize")]
     pub object: Option<Value>,
     /// On UPDATE, the stored object, to tell an edit of what injection reads from other writes.
-    #[serde(default, deserialize_with = "crate::object_view::deserialize")]
     pub old_object: Option<Value>,
 }
 
@@ -80,18 +62,102 @@ pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
     }
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| ReviewError::Decode(e.to_string()))?;
-    if review.api_version != V1 && review.api_version != V1BETA1 {
-        return Err(ReviewError::ApiVersion(review.api_version));
+    let (api_version, kind, request) = read_review(body).map_err(|e| ReviewError::Decode(e.to_string()))?;
+    if api_version != V1 && api_version != V1BETA1 {
+        return Err(ReviewError::ApiVersion(api_version));
     }
-    if review.kind != "AdmissionReview" {
-        return Err(ReviewError::Kind(review.kind));
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(kind));
     }
-    let request = review.request.ok_or(ReviewError::MissingRequest)?;
+    let request = request.ok_or(ReviewError::MissingRequest)?;
     if request.uid.is_empty() {
         return Err(ReviewError::EmptyUid);
     }
-    Ok(Review { api_version: review.api_version, request })
+    Ok(Review { api_version, request })
+}
+
+/// The review's apiVersion, kind and request, each field read once: a second one is an error,
+/// as is a missing `request.uid`; fields the webhook does not read are checked and skipped.
+fn read_review(body: &[u8]) -> Result<(String, String, Option<AdmissionRequest>), JsonError> {
+    let mut reader = Reader::new(body)?;
+    let (mut api_version, mut kind, mut request) = (None, None, None);
+    reader.object(|reader, key| match &*key {
+        "apiVersion" => once(reader, "apiVersion", &mut api_version, string),
+        "kind" => once(reader, "kind", &mut kind, string),
+        "request" => once(reader, "request", &mut request, |reader| {
+            if reader.null()? { Ok(None) } else { read_request(reader).map(Some) }
+        }),
+        _ => reader.skip(),
+    })?;
+    reader.finish()?;
+    Ok((api_version.unwrap_or_default(), kind.unwrap_or_default(), request.flatten()))
+}
+
+fn read_request(reader: &mut Reader<'_>) -> Result<AdmissionRequest, JsonError> {
+    let (mut uid, mut kind, mut namespace, mut name, mut operation) = (None, None, None, None, None);
+    let (mut dry_run, mut object, mut old_object) = (None, None, None);
+    reader.object(|reader, key| match &*key {
+        "uid" => once(reader, "request.uid", &mut uid, string),
+        "kind" => once(reader, "request.kind", &mut kind, read_kind),
+        "namespace" => once(reader, "request.namespace", &mut namespace, string),
+        "name" => once(reader, "request.name", &mut name, string),
+        "operation" => once(reader, "request.operation", &mut operation, string),
+        "dryRun" => once(reader, "request.dryRun", &mut dry_run, |reader| {
+            if reader.null()? { Ok(None) } else { reader.bool().map(Some) }
+        }),
+        "object" => once(reader, "request.object", &mut object, read_object),
+        "oldObject" => once(reader, "request.oldObject", &mut old_object, read_object),
+        _ => reader.skip(),
+    })?;
+    Ok(AdmissionRequest {
+        uid: uid.ok_or_else(|| reader.error("missing field request.uid"))?,
+        kind: kind.unwrap_or_default(),
+        namespace: namespace.unwrap_or_default(),
+        name: name.unwrap_or_default(),
+        operation: operation.unwrap_or_default(),
+        dry_run: dry_run.flatten(),
+        object: object.flatten(),
+        old_object: old_object.flatten(),
+    })
+}
+
+fn read_kind(reader: &mut Reader<'_>) -> Result<GroupVersionKind, JsonError> {
+    let (mut group, mut version, mut kind) = (None, None, None);
+    reader.object(|reader, key| match &*key {
+        "group" => once(reader, "request.kind.group", &mut group, string),
+        "version" => once(reader, "request.kind.version", &mut version, string),
+        "kind" => once(reader, "request.kind.kind", &mut kind, string),
+        _ => reader.skip(),
+    })?;
+    Ok(GroupVersionKind {
+        group: group.unwrap_or_default(),
+        version: version.unwrap_or_default(),
+        kind: kind.unwrap_or_default(),
+    })
+}
+
+/// The admitted object as injection reads it, or `None` for `null`.
+fn read_object(reader: &mut Reader<'_>) -> Result<Option<Value>, JsonError> {
+    let value = object_view::read(reader, object_view::Level::Object)?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+fn string(reader: &mut Reader<'_>) -> Result<String, JsonError> {
+    reader.string().map(|s| s.into_owned())
+}
+
+/// Reads a field into its slot, which a second field of the same name may not overwrite.
+fn once<'a, T>(
+    reader: &mut Reader<'a>,
+    path: &str,
+    slot: &mut Option<T>,
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, JsonError>,
+) -> Result<(), JsonError> {
+    if slot.is_some() {
+        return Err(reader.error(format!("duplicate field {path}")));
+    }
+    *slot = Some(read(reader).map_err(|e| e.in_field(path))?);
+    Ok(())
 }
 
 /// The webhook's answer to one request.

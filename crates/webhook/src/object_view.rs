@@ -1,16 +1,15 @@
 //! Decodes the admitted object keeping only what injection reads. The parts it never looks at
 //! (environment variables, commands, resources, volume sources, `managedFields`, `status`) are
-//! scanned without being built: each becomes an empty value of its own JSON type, so the
+//! scanned without being built (see `json_reader`): each becomes an empty value of its own JSON type, so the
 //! object's shape, which the engine checks, is kept while its bulk costs no allocation.
 
-use std::fmt;
-
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::json_reader::{JsonError, Kind, Reader};
 
 /// Where in the object a value sits, which decides what of it is kept.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Level {
+pub enum Level {
     /// The admitted object itself.
     Object,
     Metadata,
@@ -57,99 +56,130 @@ impl Level {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Level {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        match self {
-            Level::Whole => serde::Deserialize::deserialize(deserializer),
-            level => deserializer.deserialize_any(LevelVisitor(level)),
+/// Reads the next value as `level` says: containers by field, kept values whole, the rest
+/// skimmed.
+pub fn read(reader: &mut Reader<'_>, level: Level) -> Result<Value, JsonError> {
+    if level == Level::Skimmed {
+        return reader.skim();
+    }
+    match reader.kind()? {
+        Kind::Object => {
+            let mut fields = Map::new();
+            reader.object(|reader, key| {
+                let value = read(reader, level.field(&key))?;
+                fields.insert(key.into_owned(), value);
+                Ok(())
+            })?;
+            Ok(Value::Object(fields))
         }
-    }
-}
-
-struct LevelVisitor(Level);
-
-impl<'de> Visitor<'de> for LevelVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(if self.0 == Level::Skimmed { Value::Bool(false) } else { Value::Bool(v) })
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(if self.0 == Level::Skimmed { Value::from(0) } else { Value::from(v) })
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(if self.0 == Level::Skimmed { Value::from(0) } else { Value::from(v) })
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(if self.0 == Level::Skimmed { Value::from(0) } else { Value::from(v) })
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(if self.0 == Level::Skimmed { String::new() } else { v.to_owned() }))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(if self.0 == Level::Skimmed { String::new() } else { v }))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        if self.0 == Level::Skimmed {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-        } else {
-            while let Some(item) = seq.next_element_seed(self.0.item())? {
-                items.push(item);
-            }
+        Kind::Array => {
+            let mut items = Vec::new();
+            reader.array(|reader| {
+                items.push(read(reader, level.item())?);
+                Ok(())
+            })?;
+            Ok(Value::Array(items))
         }
-        Ok(Value::Array(items))
+        _ => reader.scalar(),
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut fields = Map::new();
-        if self.0 == Level::Skimmed {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        } else {
-            while let Some(key) = map.next_key::<String>()? {
-                let value = map.next_value_seed(self.0.field(&key))?;
-                fields.insert(key, value);
-            }
-        }
-        Ok(Value::Object(fields))
-    }
-}
-
-/// `deserialize_with` for the AdmissionRequest's `object`.
-pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    let value = Level::Object.deserialize(deserializer)?;
-    Ok((!value.is_null()).then_some(value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn view(object: &Value) -> Value {
         let text = object.to_string();
-        let mut deserializer = serde_json::Deserializer::from_str(&text);
-        Level::Object.deserialize(&mut deserializer).unwrap()
+        let mut reader = Reader::new(text.as_bytes()).unwrap();
+        read(&mut reader, Level::Object).unwrap()
+    }
+
+    /// What the view of `value` must be, computed from the whole value.
+    fn expected(level: Level, value: &Value) -> Value {
+        match (level, value) {
+            (Level::Skimmed, Value::Object(_)) => json!({}),
+            (Level::Skimmed, Value::Array(_)) => json!([]),
+            (Level::Skimmed, Value::String(_)) => json!(""),
+            (Level::Skimmed, Value::Number(_)) => json!(0),
+            (Level::Skimmed, Value::Bool(_)) => json!(false),
+            (_, Value::Object(fields)) => {
+                Value::Object(fields.iter().map(|(k, v)| (k.clone(), expected(level.field(k), v))).collect())
+            }
+            (_, Value::Array(items)) => Value::Array(items.iter().map(|v| expected(level.item(), v)).collect()),
+            (_, scalar) => scalar.clone(),
+        }
+    }
+
+    /// JSON values whose keys include the ones the view treats apart.
+    fn any_object() -> impl Strategy<Value = Value> {
+        let keys = prop::sample::select(vec![
+            "metadata",
+            "spec",
+            "status",
+            "managedFields",
+            "containers",
+            "initContainers",
+            "template",
+            "jobTemplate",
+            "volumes",
+            "name",
+            "image",
+            "ports",
+            "env",
+            "command",
+            "securityContext",
+            "x",
+            "caf\u{e9}",
+            "a\"b",
+            "\\",
+        ]);
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            "[ -~\\n\\t\u{e9}\u{1F600}]{0,12}".prop_map(Value::String),
+        ];
+        scalar.prop_recursive(6, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((keys.clone(), inner), 0..6)
+                    .prop_map(|entries| Value::Object(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_view_of_any_value_is_the_whole_value_skimmed(value in any_object(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) }.unwrap();
+            // What serde_json decodes, floats' rounding included, is what the view must keep.
+            let decoded: Value = serde_json::from_str(&text).unwrap();
+            let mut reader = Reader::new(text.as_bytes()).unwrap();
+            prop_assert_eq!(read(&mut reader, Level::Object).unwrap(), expected(Level::Object, &decoded));
+            reader.finish().unwrap();
+        }
+
+        #[test]
+        fn a_damaged_value_serde_json_takes_is_taken(value in any_object(), at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]:,\"\\ 0-.etn\x01".to_vec())) {
+            let mut text = serde_json::to_string(&value).unwrap().into_bytes();
+            let at = at.index(text.len());
+            text[at] = byte;
+            let ours = Reader::new(&text).and_then(|mut reader| {
+                read(&mut reader, Level::Object)?;
+                reader.finish()
+            });
+            // Skipped containers are checked for their strings and brackets, not for the grammar
+            // between them, so the view may take what serde_json refuses, never the reverse.
+            let theirs = serde_json::from_slice::<Value>(&text);
+            if theirs.is_ok() {
+                prop_assert!(ours.is_ok(), "{}: {:?}", String::from_utf8_lossy(&text), ours);
+            }
+        }
     }
 
     #[test]
