@@ -9,6 +9,7 @@
 pub mod annotation;
 pub mod config;
 pub mod decision;
+pub mod fields;
 pub mod patch;
 pub mod render;
 pub mod shape;
@@ -16,6 +17,7 @@ pub mod uninject;
 pub mod values;
 pub mod workload;
 
+use crate::fields::Fields;
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -309,7 +311,7 @@ impl Injector {
         outcome.inject_annotation = match origin {
             Origin::Webhook { namespace_annotations, .. } => {
                 let ns_inject =
-                    namespace_annotations.and_then(|a| a.get(key::INJECT)).and_then(Value::as_str).unwrap_or("");
+                    namespace_annotations.and_then(|a| a.field(key::INJECT)).and_then(Value::as_str).unwrap_or("");
                 if !valid_inject(ns_inject) {
                     outcome.warnings.push(Warning::ignored(
                         key::INJECT,
@@ -374,7 +376,7 @@ impl Injector {
             workload_top_level: workload
                 .annotations()
                 .filter(|_| !template.pointer.is_empty())
-                .and_then(|a| a.get(key::ADDITIONAL_ENV))
+                .and_then(|a| a.field(key::ADDITIONAL_ENV))
                 .and_then(Value::as_str),
         };
         let (config, warnings) = ProxyConfig::resolve(&self.values, &config_annotations, env_layers);
@@ -502,7 +504,7 @@ impl Injector {
         if has_own(workload.annotations()) || has_own(template.and_then(|t| t.annotations())) {
             return None;
         }
-        if let Some(ns_value) = namespace_annotations.and_then(|a| a.get(key::OPAQUE_PORTS)).and_then(Value::as_str) {
+        if let Some(ns_value) = namespace_annotations.and_then(|a| a.field(key::OPAQUE_PORTS)).and_then(Value::as_str) {
             return Some((ns_value.to_string(), Source::NamespaceAnnotation));
         }
         // The reference compares each port's decimal text with the list's items, so a range in
@@ -575,7 +577,7 @@ impl Injector {
         let patch = &mut outcome.patch;
         let metadata = template.metadata();
         write_annotations(patch, p, metadata, written);
-        if metadata.and_then(|m| m.get("labels")).is_none_or(|l| !l.is_object()) {
+        if metadata.and_then(|m| m.field("labels")).is_none_or(|l| !l.is_object()) {
             patch.add(format!("{p}/metadata/labels"), json!({}));
         }
         for (k, value) in labels {
@@ -632,7 +634,7 @@ fn write_annotations(patch: &mut Patch, prefix: &str, metadata: Option<&Map<Stri
     if metadata.is_none() {
         patch.add(format!("{prefix}/metadata"), json!({}));
     }
-    if metadata.and_then(|m| m.get("annotations")).is_none_or(|a| !a.is_object()) {
+    if metadata.and_then(|m| m.field("annotations")).is_none_or(|a| !a.is_object()) {
         patch.add(format!("{prefix}/metadata/annotations"), json!({}));
     }
     for (k, value, _) in written.iter() {
@@ -651,8 +653,8 @@ fn service_opaque_ports(service: &Value, opaque: impl Fn(u16) -> bool) -> Vec<u1
     ports
         .iter()
         .filter_map(|entry| {
-            let port = entry.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok())?;
-            match entry.get("targetPort") {
+            let port = entry.field("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok())?;
+            match entry.field("targetPort") {
                 None | Some(Value::Null) => opaque(port).then_some(port),
                 Some(Value::Number(n)) if n.as_u64() == Some(0) => opaque(port).then_some(port),
                 Some(Value::Number(n)) => {

@@ -2,6 +2,7 @@
 //! the debug sidecar and the volumes. Keys are inserted in sorted order, as the reference emits
 //! them (values copied from the user's configuration keep their own order).
 
+use crate::fields::Fields;
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -118,8 +119,9 @@ impl RenderInput<'_> {
 
     /// The first app container's capabilities, split into `add` and `drop`.
     fn app_capabilities(&self) -> (Vec<Value>, Vec<Value>) {
-        let capabilities = self.template.first_container().and_then(|c| c.pointer("/securityContext/capabilities"));
-        let list = |key| capabilities.and_then(|c| c.get(key)).and_then(Value::as_array).cloned().unwrap_or_default();
+        let capabilities =
+            self.template.first_container().and_then(|c| c.field("securityContext")?.field("capabilities"));
+        let list = |key| capabilities.and_then(|c| c.field(key)).and_then(Value::as_array).cloned().unwrap_or_default();
         (list("add"), list("drop"))
     }
 
@@ -133,7 +135,7 @@ pub fn copied_service_account_mount(template: PodTemplate<'_>) -> Option<Value> 
     let mount = template.service_account_mount()?;
     let mut copy = Map::new();
     for key in ["mountPath", "name", "readOnly"] {
-        if let Some(v) = mount.get(key) {
+        if let Some(v) = mount.field(key) {
             copy.insert(key.into(), v.clone());
         }
     }

@@ -1,6 +1,7 @@
 //! Every field injection reads or writes must have its Kubernetes type before the object is
 //! touched: a wrong type is an error naming the field path, never a silently replaced value.
 
+use crate::fields::Fields;
 use serde_json::{Map, Value};
 
 use crate::values::kind_of;
@@ -30,7 +31,7 @@ pub fn check(object: &Value, kind_override: Option<&str>) -> Result<(), ShapeErr
     let Some(kind) = workload.kind else { return Ok(()) };
     let root = Path::root();
     let Some(top) = expect_map(object, &root, "a mapping")? else { return Ok(()) };
-    metadata(top.get("metadata"), &root.key("metadata"))?;
+    metadata(top.field("metadata"), &root.key("metadata"))?;
     let Some(pointer) = kind.template_pointer() else { return Ok(()) };
     let segments: Vec<&str> = pointer.split('/').filter(|s| !s.is_empty()).collect();
     template(top, &segments, &root, kind)
@@ -46,10 +47,10 @@ fn template(node: &Map<String, Value>, segments: &[&str], path: &Path<'_>, kind:
         };
     }
     if kind != Kind::Pod {
-        metadata(node.get("metadata"), &path.key("metadata"))?;
+        metadata(node.field("metadata"), &path.key("metadata"))?;
     }
     let spec_path = path.key("spec");
-    if let Some(spec) = expect_map(node.get("spec").unwrap_or(&Value::Null), &spec_path, "a mapping")? {
+    if let Some(spec) = expect_map(node.field("spec").unwrap_or(&Value::Null), &spec_path, "a mapping")? {
         pod_spec(spec, &spec_path)?;
     }
     Ok(())
@@ -243,7 +244,7 @@ fn container(container: &Map<String, Value>, path: &Path) -> Result<(), ShapeErr
         string(port, "name", at)?;
         string(port, "protocol", at)
     })?;
-    expect_list(container.get("env"), &path.key("env"))?;
+    expect_list(container.field("env"), &path.key("env"))?;
     each_map(container, "volumeMounts", path, |mount, at| {
         string(mount, "name", at)?;
         string(mount, "mountPath", at)?;
@@ -251,10 +252,11 @@ fn container(container: &Map<String, Value>, path: &Path) -> Result<(), ShapeErr
     })?;
     let security_path = path.key("securityContext");
     if let Some(security) =
-        expect_map(container.get("securityContext").unwrap_or(&Value::Null), &security_path, "a mapping")?
+        expect_map(container.field("securityContext").unwrap_or(&Value::Null), &security_path, "a mapping")?
     {
         let caps_path = security_path.key("capabilities");
-        if let Some(caps) = expect_map(security.get("capabilities").unwrap_or(&Value::Null), &caps_path, "a mapping")? {
+        if let Some(caps) = expect_map(security.field("capabilities").unwrap_or(&Value::Null), &caps_path, "a mapping")?
+        {
             for list in ["add", "drop"] {
                 let list_path = caps_path.key(list);
                 for (i, cap) in expect_list(caps.get(list), &list_path)?.iter().enumerate() {
@@ -269,7 +271,7 @@ fn container(container: &Map<String, Value>, path: &Path) -> Result<(), ShapeErr
             continue;
         };
         let get_path = probe_path.key("httpGet");
-        if let Some(http_get) = expect_map(probe.get("httpGet").unwrap_or(&Value::Null), &get_path, "a mapping")? {
+        if let Some(http_get) = expect_map(probe.field("httpGet").unwrap_or(&Value::Null), &get_path, "a mapping")? {
             int_or_string(http_get, "port", &get_path)?;
         }
     }

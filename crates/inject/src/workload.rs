@@ -1,6 +1,7 @@
 //! A read-only view of a Kubernetes object: its kind, where its pod template lives, and the few
 //! fields of the pod spec that injection reads. Nothing is deserialized beyond what is looked at.
 
+use crate::fields::Fields;
 use serde_json::{Map, Value};
 
 /// The kinds injection knows (§2.1). Matching is case-insensitive and ignores `apiVersion`.
@@ -90,7 +91,7 @@ pub struct Workload<'a> {
 impl<'a> Workload<'a> {
     /// Views `object`; `kind_override` is the AdmissionRequest's kind, which wins over the body's.
     pub fn new(object: &'a Value, kind_override: Option<&'a str>) -> Self {
-        let kind_name = kind_override.or_else(|| object.get("kind").and_then(Value::as_str)).unwrap_or("");
+        let kind_name = kind_override.or_else(|| object.field("kind").and_then(Value::as_str)).unwrap_or("");
         let kind = Kind::parse(kind_name);
         let template = kind.and_then(Kind::template_pointer).and_then(|pointer| {
             object.pointer(pointer).filter(|t| !t.is_null()).map(|value| PodTemplate { value, pointer })
@@ -99,7 +100,7 @@ impl<'a> Workload<'a> {
     }
 
     pub fn metadata(&self) -> Option<&'a Map<String, Value>> {
-        self.object.get("metadata").and_then(Value::as_object)
+        self.object.field("metadata").and_then(Value::as_object)
     }
 
     /// `metadata.name`, or for pods `generateName` when the name is empty.
@@ -113,15 +114,15 @@ impl<'a> Workload<'a> {
     }
 
     pub fn namespace(&self) -> &'a str {
-        self.metadata().and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("")
+        self.metadata().and_then(|m| m.field("namespace")).and_then(Value::as_str).unwrap_or("")
     }
 
     pub fn annotations(&self) -> Option<&'a Map<String, Value>> {
-        self.metadata().and_then(|m| m.get("annotations")).and_then(Value::as_object)
+        self.metadata().and_then(|m| m.field("annotations")).and_then(Value::as_object)
     }
 
     pub fn labels(&self) -> Option<&'a Map<String, Value>> {
-        self.metadata().and_then(|m| m.get("labels")).and_then(Value::as_object)
+        self.metadata().and_then(|m| m.field("labels")).and_then(Value::as_object)
     }
 }
 
@@ -144,11 +145,11 @@ pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/ser
 
 impl<'a> PodTemplate<'a> {
     pub fn metadata(&self) -> Option<&'a Map<String, Value>> {
-        self.value.get("metadata").and_then(Value::as_object)
+        self.value.field("metadata").and_then(Value::as_object)
     }
 
     pub fn annotations(&self) -> Option<&'a Map<String, Value>> {
-        self.metadata().and_then(|m| m.get("annotations")).and_then(Value::as_object)
+        self.metadata().and_then(|m| m.field("annotations")).and_then(Value::as_object)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
@@ -156,11 +157,11 @@ impl<'a> PodTemplate<'a> {
     }
 
     pub fn labels(&self) -> Option<&'a Map<String, Value>> {
-        self.metadata().and_then(|m| m.get("labels")).and_then(Value::as_object)
+        self.metadata().and_then(|m| m.field("labels")).and_then(Value::as_object)
     }
 
     pub fn spec(&self) -> Option<&'a Map<String, Value>> {
-        self.value.get("spec").and_then(Value::as_object)
+        self.value.field("spec").and_then(Value::as_object)
     }
 
     fn spec_field(&self, key: &str) -> Option<&'a Value> {
@@ -205,13 +206,16 @@ impl<'a> PodTemplate<'a> {
         self.containers()
             .iter()
             .flat_map(container_ports)
-            .any(|p| p.get("protocol").and_then(Value::as_str) == Some("UDP"))
+            .any(|p| p.field("protocol").and_then(Value::as_str) == Some("UDP"))
     }
 
     /// A Linkerd or Istio proxy is already there (§2.3).
     pub fn has_sidecar(&self) -> bool {
         let name_image = |c: &'a Value| {
-            (c.get("name").and_then(Value::as_str).unwrap_or(""), c.get("image").and_then(Value::as_str).unwrap_or(""))
+            (
+                c.field("name").and_then(Value::as_str).unwrap_or(""),
+                c.field("image").and_then(Value::as_str).unwrap_or(""),
+            )
         };
         let is = |names: &[&str], images: &[&str], (name, image): (&str, &str)| {
             names.contains(&name) || images.iter().any(|prefix| image.starts_with(prefix))
@@ -227,10 +231,10 @@ impl<'a> PodTemplate<'a> {
     /// The first container's volume mount at the default service-account token path.
     pub fn service_account_mount(&self) -> Option<&'a Value> {
         self.first_container()?
-            .get("volumeMounts")?
+            .field("volumeMounts")?
             .as_array()?
             .iter()
-            .find(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT_PATH))
+            .find(|m| m.field("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT_PATH))
     }
 
     /// The pod's inbound ports: container ports of every container plus integer HTTP probe ports
@@ -239,12 +243,17 @@ impl<'a> PodTemplate<'a> {
         let mut ports: Vec<String> = Vec::new();
         for container in self.all_containers() {
             for port in container_ports(container) {
-                if let Some(number) = port.get("containerPort").and_then(Value::as_i64) {
+                if let Some(number) = port.field("containerPort").and_then(Value::as_i64) {
                     ports.push(number.to_string());
                 }
             }
             for probe in ["livenessProbe", "readinessProbe"] {
-                if let Some(number) = container.pointer(&format!("/{probe}/httpGet/port")).and_then(Value::as_i64) {
+                if let Some(number) = container
+                    .field(probe)
+                    .and_then(|p| p.field("httpGet"))
+                    .and_then(|g| g.field("port"))
+                    .and_then(Value::as_i64)
+                {
                     ports.push(number.to_string());
                 }
             }
@@ -258,8 +267,8 @@ impl<'a> PodTemplate<'a> {
     pub fn named_port(&self, name: &str) -> Option<u16> {
         self.all_containers()
             .flat_map(container_ports)
-            .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
+            .find(|p| p.field("name").and_then(Value::as_str) == Some(name))
+            .and_then(|p| p.field("containerPort").and_then(Value::as_u64))
             .and_then(|n| u16::try_from(n).ok())
     }
 
@@ -267,13 +276,13 @@ impl<'a> PodTemplate<'a> {
     pub fn container_port_numbers(self) -> impl Iterator<Item = u16> + 'a {
         self.all_containers()
             .flat_map(container_ports)
-            .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+            .filter_map(|p| p.field("containerPort").and_then(Value::as_u64))
             .filter_map(|n| u16::try_from(n).ok())
     }
 }
 
 fn container_ports(container: &Value) -> &[Value] {
-    container.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    container.field("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 #[cfg(test)]
