@@ -398,8 +398,9 @@ impl<'a> Reader<'a> {
                 return fail(self, bytes.len(), "EOF while parsing a value");
             }
             let block = Block::load(&bytes[at..]);
-            if block.backslashes != 0 {
-                // Escapes are rare: the block is read byte by byte.
+            if block.backslashes | block.controls != 0 {
+                // Escapes, and the line breaks of indented JSON, are rare in what the apiserver
+                // sends: the block is read byte by byte.
                 match self.skip_bytes(&mut brackets, outer, at) {
                     Ok(Some(next)) => at = next,
                     Ok(None) => return Ok(()),
@@ -408,26 +409,22 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let strings = inside_strings(block.quotes) ^ if brackets.in_string { !0 } else { 0 };
-            let bad = (block.controls & strings) | (block.controls & !block.blanks & !strings);
-            let mut structural = (block.opening | block.closing) & !strings;
-            // Everything before the first bad byte is taken first, so the error is the first one.
-            let horizon = if bad == 0 { u64::MAX } else { (1u64 << bad.trailing_zeros()) - 1 };
-            structural &= horizon;
+            let mut structural = block.brackets & !strings;
             while structural != 0 {
-                let bit = structural.trailing_zeros();
+                let offset = structural.trailing_zeros() as usize;
                 structural &= structural - 1;
-                let mask = 1u64 << bit;
-                if let Err(message) = brackets.take(block.opening & mask != 0, block.braces & mask != 0) {
-                    return fail(self, at + bit as usize, message);
+                // Bit 0x02 is set in opening brackets, bit 0x20 in braces.
+                let byte = bytes[at + offset];
+                if !matches!(byte, b'{' | b'}' | b'[' | b']') {
+                    continue;
+                }
+                if let Err(message) = brackets.take(byte & 0x02 != 0, byte & 0x20 != 0) {
+                    return fail(self, at + offset, message);
                 }
                 if brackets.depth == outer {
-                    self.pos = at + bit as usize + 1;
+                    self.pos = at + offset + 1;
                     return Ok(());
                 }
-            }
-            if bad != 0 {
-                let bad_at = at + bad.trailing_zeros() as usize;
-                return fail(self, bad_at, "control character (\\u0000-\\u001F) found while parsing a string");
             }
             brackets.in_string = strings >> 63 == 1;
             at += Block::LEN;
@@ -527,12 +524,9 @@ fn error_at(bytes: &[u8], pos: usize, message: impl Into<String>) -> JsonError {
 struct Block {
     quotes: u64,
     backslashes: u64,
-    opening: u64,
-    closing: u64,
-    braces: u64,
+    /// The brackets `{}[]`, with `Y_y` and DEL: one comparison finds all eight.
+    brackets: u64,
     controls: u64,
-    /// Tab, line feed and carriage return: the control characters allowed between tokens.
-    blanks: u64,
 }
 
 impl Block {
@@ -540,25 +534,28 @@ impl Block {
 
     /// The block at the start of `bytes`, padded with spaces past their end.
     fn load(bytes: &[u8]) -> Block {
-        let mut chunk = [b' '; Block::LEN];
-        let len = bytes.len().min(Block::LEN);
-        chunk[..len].copy_from_slice(&bytes[..len]);
-        let mut block = Block { quotes: 0, backslashes: 0, opening: 0, closing: 0, braces: 0, controls: 0, blanks: 0 };
-        for (lane, part) in chunk.chunks_exact(16).enumerate() {
-            let mut lanes = [0u8; 16];
-            lanes.copy_from_slice(part);
-            let v = u8x16::from(lanes);
+        match bytes.first_chunk::<{ Block::LEN }>() {
+            Some(chunk) => Block::of(chunk),
+            None => {
+                let mut chunk = [b' '; Block::LEN];
+                chunk[..bytes.len()].copy_from_slice(bytes);
+                Block::of(&chunk)
+            }
+        }
+    }
+
+    fn of(chunk: &[u8; Block::LEN]) -> Block {
+        let mut block = Block { quotes: 0, backslashes: 0, brackets: 0, controls: 0 };
+        for (lane, part) in chunk.as_chunks::<16>().0.iter().enumerate() {
+            let v = u8x16::from(*part);
             let bits = |mask: u8x16| u64::from(mask.to_bitmask()) << (16 * lane);
             let is = |byte: u8| v.simd_eq(u8x16::splat(byte));
-            // `{` and `[` differ only in the 0x20 bit, as do `}` and `]`.
-            let folded = v | u8x16::splat(0x20);
+            // `{}[]` are 0x7B 0x7D 0x5B 0x5D: equal once bit 0x20 is set and bits 0x06 cleared.
+            let folded = (v | u8x16::splat(0x20)) & u8x16::splat(0xF9);
             block.quotes |= bits(is(b'"'));
             block.backslashes |= bits(is(b'\\'));
-            block.opening |= bits(folded.simd_eq(u8x16::splat(b'{')));
-            block.closing |= bits(folded.simd_eq(u8x16::splat(b'}')));
-            block.braces |= bits(is(b'{') | is(b'}'));
+            block.brackets |= bits(folded.simd_eq(u8x16::splat(0x79)));
             block.controls |= bits(v.simd_lt(u8x16::splat(0x20)));
-            block.blanks |= bits(is(b'\t') | is(b'\n') | is(b'\r'));
         }
         block
     }
