@@ -14,6 +14,8 @@ use std::borrow::Cow;
 use serde_json::{Number, Value};
 use wide::u8x16;
 
+const CONTROL_IN_STRING: &str = "control character (\\u0000-\\u001F) found while parsing a string";
+
 /// serde_json's limit, so both refuse the same documents.
 const MAX_DEPTH: usize = 128;
 
@@ -230,28 +232,33 @@ impl<'a> Reader<'a> {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
-                    let escape_len = match bytes.get(at + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-                        Some(b'u')
-                            if bytes.len() > at + 5 && bytes[at + 2..at + 6].iter().all(u8::is_ascii_hexdigit) =>
-                        {
-                            6
-                        }
-                        _ => {
-                            self.pos = at + 1;
-                            return Err(self.error("invalid escape"));
-                        }
-                    };
-                    at += escape_len;
+                    at += self.escape_len(at)?;
                 }
                 _ => {
                     self.pos = at;
-                    return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"));
+                    return Err(self.error(CONTROL_IN_STRING));
                 }
             }
         }
         self.pos = at + 1;
         Ok(StringSpan { start, end: at, escaped })
+    }
+
+    /// The length of the escape at `backslash`, which must be one JSON allows.
+    fn escape_len(&mut self, backslash: usize) -> Result<usize> {
+        let bytes = self.bytes();
+        match bytes.get(backslash + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(2),
+            Some(b'u')
+                if bytes.get(backslash + 2..backslash + 6).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                Ok(6)
+            }
+            _ => {
+                self.pos = backslash + 1;
+                Err(self.error("invalid escape"))
+            }
+        }
     }
 
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
@@ -443,24 +450,11 @@ impl<'a> Reader<'a> {
                 match byte {
                     b'"' => brackets.in_string = false,
                     b'\\' => {
-                        // Validated as a string's escape, from the backslash.
-                        let escape_len = match bytes.get(at + 1) {
-                            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-                            Some(b'u')
-                                if bytes.len() > at + 5 && bytes[at + 2..at + 6].iter().all(u8::is_ascii_hexdigit) =>
-                            {
-                                6
-                            }
-                            _ => {
-                                self.pos = at + 1;
-                                return Err(self.error("invalid escape"));
-                            }
-                        };
-                        at += escape_len - 1;
+                        at += self.escape_len(at)? - 1;
                     }
                     0..0x20 => {
                         self.pos = at;
-                        return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"));
+                        return Err(self.error(CONTROL_IN_STRING));
                     }
                     _ => {}
                 }
@@ -480,7 +474,7 @@ impl<'a> Reader<'a> {
                     b'\t' | b'\n' | b'\r' => {}
                     0..0x20 => {
                         self.pos = at;
-                        return Err(self.error("control character (\\u0000-\\u001F) found while parsing a string"));
+                        return Err(self.error("expected value"));
                     }
                     _ => {}
                 }
@@ -609,33 +603,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The whole value, built through the reader.
-    fn read_whole(reader: &mut Reader) -> Result<Value> {
-        match reader.kind()? {
-            Kind::Object => {
-                let mut map = serde_json::Map::new();
-                reader.object(|reader, key| {
-                    let value = read_whole(reader)?;
-                    map.insert(key.into_owned(), value);
-                    Ok(())
-                })?;
-                Ok(Value::Object(map))
-            }
-            Kind::Array => {
-                let mut items = Vec::new();
-                reader.array(|reader| {
-                    items.push(read_whole(reader)?);
-                    Ok(())
-                })?;
-                Ok(Value::Array(items))
-            }
-            _ => reader.scalar(),
-        }
-    }
-
     fn whole(text: &str) -> Result<Value> {
         let mut reader = Reader::new(text.as_bytes())?;
-        let value = read_whole(&mut reader)?;
+        // The view's `Whole` level builds everything, through this reader alone.
+        let value = crate::object_view::read(&mut reader, crate::object_view::Level::Whole)?;
         reader.finish()?;
         Ok(value)
     }
