@@ -2,7 +2,6 @@
 //! response. Only what injection needs is decoded; the patch is sent base64-encoded, as the
 //! Kubernetes API documents `[]byte` fields.
 
-use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -185,7 +184,7 @@ impl Answer {
 /// needs no JSON escaping, so it is encoded straight into the output instead of being
 /// serialized as a string (which scans it byte by byte).
 pub fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
-    let patch_len = answer.patch.as_ref().map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let patch_len = answer.patch.as_ref().map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
     let mut out = Vec::with_capacity(160 + api_version.len() + uid.len() + patch_len);
     out.extend_from_slice(b"{\"apiVersion\":");
     write_json(&mut out, api_version);
@@ -196,9 +195,7 @@ pub fn encode(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
         let start = out.len();
         out.resize(start + patch_len, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(patch, &mut out[start..])
-            .expect("the buffer has the encoded length");
+        let written = base64_simd::STANDARD.encode(patch, base64_simd::Out::from_slice(&mut out[start..])).len();
         out.truncate(start + written);
         out.push(b'"');
     }
