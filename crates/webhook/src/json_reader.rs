@@ -106,7 +106,6 @@ impl<'a> Reader<'a> {
 
     fn skip_whitespace(&mut self) {
         let bytes = self.bytes();
-        // Every JSON whitespace byte is at most a space; the apiserver sends none.
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(self.pos) {
             self.pos += 1;
         }
@@ -408,10 +407,9 @@ impl<'a> Reader<'a> {
             if block.backslashes | block.controls != 0 {
                 // Escapes, and the line breaks of indented JSON, are rare in what the apiserver
                 // sends: the block is read byte by byte.
-                match self.skip_bytes(&mut brackets, outer, at) {
-                    Ok(Some(next)) => at = next,
-                    Ok(None) => return Ok(()),
-                    Err(error) => return Err(error),
+                match self.skip_bytes(&mut brackets, outer, at)? {
+                    Some(next) => at = next,
+                    None => return Ok(()),
                 }
                 continue;
             }
