@@ -98,13 +98,15 @@ pub fn assert_only_added(user: &Value, result: &Value, path: &str) {
 }
 
 /// Lists and maps that injection creates when missing, and uninjection drops when empty: an
-/// empty one in the input cannot be told apart from an absent one. A `null` is absent too, as
-/// Kubernetes decodes it.
+/// empty one in the input cannot be told apart from an absent one. That includes a pod spec with
+/// no containers (`spec: {}`, `containers: []`), which no apiserver accepts: injection gives it
+/// the proxy, and uninjection leaves nothing of it. A `null` is absent too, as Kubernetes decodes
+/// it.
 pub fn without_empty_containers(value: &mut Value) {
     if let Value::Object(map) = value {
         map.values_mut().for_each(without_empty_containers);
         map.retain(|key, v| {
-            let droppable = ["annotations", "labels", "volumes", "initContainers", "metadata"].contains(&key.as_str());
+            let droppable = ["annotations", "labels", "volumes", "initContainers", "containers", "spec", "metadata"].contains(&key.as_str());
             let empty = v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty);
             !v.is_null() && !(droppable && empty)
         });
