@@ -34,6 +34,7 @@ async fn annotating_a_namespace_meshes_only_pods_created_after_a_rollout_restart
 
     let opt_in = json!({"metadata": {"annotations": {"linkerd.io/inject": "enabled"}}});
     Api::<Namespace>::all(client.clone()).patch(ns, &PatchParams::default(), &Patch::Merge(&opt_in)).await.unwrap();
+    wait_until_injected(&client, ns, json!({}), "the webhook never saw the namespace's annotation").await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let unchanged = wait_for_pods(&client, ns, "app=web", 2).await;
     assert_eq!(names(&unchanged), names(&before), "existing pods are neither replaced nor changed");

@@ -412,9 +412,16 @@ pub fn is_injected(pod: &Pod) -> bool {
 /// Waits until the apiserver calls the newly registered webhook: dry-run pods in an injecting
 /// namespace come back injected.
 pub async fn wait_until_active(client: &kube::Client, injecting_namespace: &str) {
-    let api = Api::<Pod>::namespaced(client.clone(), injecting_namespace);
-    let probe: Pod =
-        serde_json::from_value(pod_json("activation-probe", json!({"linkerd.io/inject": "enabled"}))).unwrap();
+    let opted_in = json!({"linkerd.io/inject": "enabled"});
+    wait_until_injected(client, injecting_namespace, opted_in, "the webhook registration never took effect").await;
+}
+
+/// Waits until a dry-run pod with `annotations` in `namespace` comes back injected. The webhook
+/// reads namespaces from its watch cache, as the reference does, so a namespace annotated a moment
+/// ago may not be seen yet by the next admission.
+pub async fn wait_until_injected(client: &kube::Client, namespace: &str, annotations: Value, failure: &str) {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let probe: Pod = serde_json::from_value(pod_json("activation-probe", annotations)).unwrap();
     let started = Instant::now();
     loop {
         if let Ok(pod) = api.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await
@@ -422,7 +429,7 @@ pub async fn wait_until_active(client: &kube::Client, injecting_namespace: &str)
         {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the webhook registration never took effect");
+        assert!(started.elapsed() < Duration::from_secs(30), "{failure}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

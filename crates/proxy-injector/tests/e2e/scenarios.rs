@@ -148,6 +148,7 @@ async fn opt_out_absent_annotation_and_later_namespace_annotation() {
     // Annotating the namespace later changes no existing pod; new pods are injected.
     let patch = json!({"metadata": {"annotations": {"linkerd.io/inject": "enabled"}}});
     Api::<Namespace>::all(client.clone()).patch(plain, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_until_injected(&client, plain, json!({}), "the webhook never saw the namespace's annotation").await;
     let after = create_pod(&client, plain, &pod_json("after", json!({}))).await.unwrap();
     assert!(is_injected(&after));
     let before = Api::<Pod>::namespaced(client.clone(), plain).get("before").await.unwrap();
