@@ -17,9 +17,24 @@ impl PatchValue {
     pub fn to_value(&self) -> Value {
         match self {
             PatchValue::Json(value) => value.clone(),
-            PatchValue::Serialized(raw) => serde_json::from_str(raw.get()).expect("rendered JSON is valid"),
+            PatchValue::Serialized(raw) => LAST_PARSED.with_borrow_mut(|last| {
+                if let Some((_, value)) = last.as_ref().filter(|(text, _)| **text == *raw.get()) {
+                    return value.clone();
+                }
+                let value: Value = serde_json::from_str(raw.get()).expect("rendered JSON is valid");
+                *last = Some((raw.get().into(), value.clone()));
+                value
+            }),
         }
     }
+}
+
+thread_local! {
+    /// The serialized value parsed back last, with its text. Applying a patch (the CLI does it for
+    /// every workload of a stream) parses the rendered proxy container, which is the same text for
+    /// every workload with the same configuration and ports; a copy of the tree costs a fraction
+    /// of parsing it again.
+    static LAST_PARSED: std::cell::RefCell<Option<(Box<str>, Value)>> = const { std::cell::RefCell::new(None) };
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +143,22 @@ mod tests {
         assert_eq!(names, vec![json!("first"), json!("a"), json!("last")]);
         let parsed: json_patch::Patch = serde_json::from_slice(&patch.to_json()).unwrap();
         assert_eq!(parsed.0.len(), 4);
+    }
+
+    #[test]
+    fn serialized_values_parse_to_their_own_tree_whatever_was_parsed_before() {
+        let serialized = |text: &str| {
+            let mut patch = Patch::default();
+            patch.add_serialized("/x".into(), RawValue::from_string(text.into()).unwrap());
+            patch
+        };
+        let (a, b) = (serialized(r#"{"name":"a","n":[1]}"#), serialized(r#"{"name":"b"}"#));
+        let (a_tree, b_tree) = (json!({"name": "a", "n": [1]}), json!({"name": "b"}));
+        for (patch, expected) in [(&a, &a_tree), (&a, &a_tree), (&b, &b_tree), (&a, &a_tree)] {
+            let mut doc = json!({});
+            patch.apply(&mut doc).unwrap();
+            assert_eq!(&doc["x"], expected);
+        }
     }
 
     #[test]

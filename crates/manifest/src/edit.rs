@@ -265,7 +265,13 @@ fn hole<'v>(value: &'v Value, holes: &mut Vec<&'v Value>, out: &mut String) {
 }
 
 fn pad(out: &mut String, columns: usize) {
-    out.extend(std::iter::repeat_n(' ', columns));
+    const SPACES: &str = "                                ";
+    let mut left = columns;
+    while left > 0 {
+        let run = left.min(SPACES.len());
+        out.push_str(&SPACES[..run]);
+        left -= run;
+    }
 }
 
 impl Style {
@@ -737,10 +743,24 @@ const NOT_PLAIN_WORDS: [&str; 13] =
 /// space, `#` or quote, has no `:` at its end, and is not a word some reader resolves.
 fn plain_safe(text: &str) -> bool {
     text.as_bytes().first().is_some_and(|b| b.is_ascii_alphabetic() || b"_$/".contains(b))
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/:,=@+$()".contains(&b))
+        && text.bytes().all(|b| PLAIN_SAFE_BYTES[usize::from(b)])
         && !text.ends_with(':')
-        && !NOT_PLAIN_WORDS.iter().any(|word| text.eq_ignore_ascii_case(word))
+        && (text.len() > 8 || !NOT_PLAIN_WORDS.iter().any(|word| text.eq_ignore_ascii_case(word)))
 }
+
+/// The bytes [`plain_safe`] allows anywhere: ASCII letters and digits, and `-._/:,=@+$()`. A table,
+/// since every string the block writer inserts is checked byte by byte.
+const PLAIN_SAFE_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'/' | b':' | b',' | b'=' | b'@' | b'+' | b'$' | b'(' | b')');
+        b += 1;
+    }
+    table
+};
 
 /// A scalar as YAML on one line. Most strings in manifests are plain-safe and written as they
 /// are; others are quoted by our YAML writer (JSON's double quotes where it would need more than
@@ -769,9 +789,39 @@ fn string_scalar(text: &str, out: &mut String) {
 
 /// A scalar as our YAML writer quotes it.
 fn written_scalar(value: &Value, out: &mut String) {
+    if let Value::String(text) = value {
+        return WRITTEN_STRINGS.with_borrow_mut(|written| {
+            if written.len() >= WRITTEN_STRINGS_HELD {
+                written.clear();
+            }
+            match written.get(text.as_str()) {
+                Some(quoted) => out.push_str(quoted),
+                None => {
+                    let quoted = quoted_scalar(value);
+                    out.push_str(&quoted);
+                    written.insert(text.clone(), quoted);
+                }
+            }
+        });
+    }
+    out.push_str(&quoted_scalar(value));
+}
+
+fn quoted_scalar(value: &Value) -> String {
     let written = crate::to_yaml(value).unwrap_or_default();
     let written = written.strip_suffix('\n').unwrap_or(&written);
-    if written.is_empty() || written.contains('\n') { out.push_str(&json(value)) } else { out.push_str(written) }
+    if written.is_empty() || written.contains('\n') { json(value) } else { written.to_string() }
+}
+
+/// How many quoted strings [`WRITTEN_STRINGS`] keeps before it starts again.
+const WRITTEN_STRINGS_HELD: usize = 4096;
+
+thread_local! {
+    /// Strings as the YAML writer quotes them. Injection inserts the same proxy container, with
+    /// the same few dozen strings that need quotes, into every workload of a stream, and the
+    /// writer costs a serializer per scalar.
+    static WRITTEN_STRINGS: std::cell::RefCell<std::collections::HashMap<String, String>> =
+        std::cell::RefCell::default();
 }
 
 /// Every alias with the value it reads as, by the anchor it points to.
@@ -914,6 +964,19 @@ mod tests {
                 "      labels: *labels\n      annotations:\n        linkerd.io/inject: enabled\n"
             )
         );
+    }
+
+    #[test]
+    fn strings_that_need_quotes_are_quoted_as_the_yaml_writer_quotes_them_however_often_written() {
+        let needs_quotes = ["10000ms", "0.0.0.0:4191", "on", "a b", "x: y", "-1", "'single'", ""];
+        let fillers: Vec<String> = (0..WRITTEN_STRINGS_HELD + 10).map(|n| format!("{n} filler")).collect();
+        for text in needs_quotes.iter().copied().chain(fillers.iter().map(String::as_str)).chain(needs_quotes) {
+            let mut out = String::new();
+            string_scalar(text, &mut out);
+            assert!(!plain_safe(text), "{text:?} is written plain");
+            assert_eq!(out, quoted_scalar(&json!(text)), "{text:?}");
+            assert_eq!(read(&format!("k: {out}\n")).unwrap()["k"], json!(text), "{out} reads back");
+        }
     }
 
     #[test]
