@@ -10,6 +10,7 @@ pub mod annotation;
 pub mod config;
 pub mod decision;
 pub mod fields;
+mod json_text;
 pub mod patch;
 pub mod render;
 pub mod shape;
@@ -142,23 +143,15 @@ fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: Po
     let spec_prefix = format!("{}/spec/", template.pointer);
     let copied_mount = render::copied_service_account_mount(template).map(|m| format!(",{m}"));
     let mut digest = Sha256::new();
-    // One buffer for the operations held as values; `to_writer` skips `Display`'s formatter.
-    let mut serialized = Vec::new();
     for operation in patch.operations() {
         let Some(path) = operation.path.strip_prefix(&spec_prefix) else { continue };
-        let text: Cow<'_, str> = match &operation.value {
-            patch::PatchValue::Serialized(raw) => Cow::Borrowed(raw.get()),
-            patch::PatchValue::Json(value) if value.as_array().is_some_and(Vec::is_empty) => continue,
-            patch::PatchValue::Json(value) if value.as_object().is_some_and(Map::is_empty) => continue,
-            patch::PatchValue::Json(value) => {
-                serialized.clear();
-                serde_json::to_writer(&mut serialized, value).expect("a JSON value serializes");
-                Cow::Borrowed(std::str::from_utf8(&serialized).expect("serde_json writes UTF-8"))
-            }
-        };
+        let text = operation.value.text();
+        if text == "[]" || text == "{}" {
+            continue;
+        }
         let text = match &copied_mount {
             Some(mount) if text.contains(mount.as_str()) => Cow::Owned(text.replace(mount.as_str(), "")),
-            _ => text,
+            _ => Cow::Borrowed(text),
         };
         digest.update(path.as_bytes());
         digest.update(b"\n");

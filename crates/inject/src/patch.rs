@@ -1,40 +1,50 @@
 //! RFC 6902 JSON patches made only of `add` operations, with RFC 6901 pointer escaping.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// An operation's value: a JSON tree, or JSON already serialized (the proxy container, rendered
-/// straight to text because it is most of every patch).
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum PatchValue {
-    Json(Value),
-    Serialized(Box<RawValue>),
-}
+use crate::json_text;
+
+/// An operation's value as JSON text, written once when the operation is added: the webhook
+/// sends it as it is, and the fingerprint digests it.
+#[derive(Debug, Clone)]
+pub struct PatchValue(Box<str>);
 
 impl PatchValue {
+    /// The value's compact JSON text.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as a tree (parsed from its text).
     pub fn to_value(&self) -> Value {
-        match self {
-            PatchValue::Json(value) => value.clone(),
-            PatchValue::Serialized(raw) => LAST_PARSED.with_borrow_mut(|last| {
-                if let Some((_, value)) = last.as_ref().filter(|(text, _)| **text == *raw.get()) {
-                    return value.clone();
-                }
-                let value: Value = serde_json::from_str(raw.get()).expect("rendered JSON is valid");
-                *last = Some((raw.get().into(), value.clone()));
-                value
-            }),
+        self.tree(&mut ParsedValues::default())
+    }
+
+    fn tree(&self, parsed: &mut ParsedValues) -> Value {
+        if let Some((_, value)) = parsed.last.as_ref().filter(|(last, _)| *last == self.0) {
+            return value.clone();
         }
+        let value: Value = serde_json::from_str(&self.0).expect("the engine writes valid JSON");
+        parsed.last = Some((self.0.clone(), value.clone()));
+        value
     }
 }
 
-thread_local! {
-    /// The serialized value parsed back last, with its text. Applying a patch (the CLI does it for
-    /// every workload of a stream) parses the rendered proxy container, which is the same text for
-    /// every workload with the same configuration and ports; a copy of the tree costs a fraction
-    /// of parsing it again.
-    static LAST_PARSED: std::cell::RefCell<Option<(Box<str>, Value)>> = const { std::cell::RefCell::new(None) };
+impl Serialize for PatchValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// The tree of the serialized value parsed last, with its text. The CLI applies a patch to every
+/// workload of a stream, and the rendered proxy container is the same text for every workload
+/// with the same configuration and ports; a copy of the tree costs a fraction of parsing it.
+#[derive(Debug, Default)]
+pub struct ParsedValues {
+    last: Option<(Box<str>, Value)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,11 +73,15 @@ pub fn escape_token(token: &str) -> String {
 
 impl Patch {
     pub fn add(&mut self, path: String, value: Value) {
-        self.0.push(PatchOperation { op: "add", path, value: PatchValue::Json(value) });
+        let mut text = Vec::new();
+        json_text::value(&mut text, &value);
+        let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+        self.add_serialized(path, text.into_boxed_str());
     }
 
-    pub fn add_serialized(&mut self, path: String, value: Box<RawValue>) {
-        self.0.push(PatchOperation { op: "add", path, value: PatchValue::Serialized(value) });
+    /// Adds JSON text the engine wrote; it is written into the patch as it is.
+    pub fn add_serialized(&mut self, path: String, json: Box<str>) {
+        self.0.push(PatchOperation { op: "add", path, value: PatchValue(json) });
     }
 
     pub fn operations(&self) -> &[PatchOperation] {
@@ -78,14 +92,40 @@ impl Patch {
         self.0.is_empty()
     }
 
+    /// The patch as compact JSON, as the webhook sends it.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.0).expect("a patch of JSON values always serializes")
+        let len: usize = self.0.iter().map(|op| op.path.len() + op.value.text().len() + 32).sum();
+        let mut out = Vec::with_capacity(len);
+        out.push(b'[');
+        for (n, operation) in self.0.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            json_text::key(&mut out, "op");
+            json_text::string(&mut out, operation.op);
+            out.push(b',');
+            json_text::key(&mut out, "path");
+            json_text::string(&mut out, &operation.path);
+            out.push(b',');
+            json_text::key(&mut out, "value");
+            out.extend_from_slice(operation.value.text().as_bytes());
+            out.push(b'}');
+        }
+        out.push(b']');
+        out
     }
 
     /// Applies the patch in place; on error the target may be partly patched, so callers apply
     /// to a copy they can discard.
     pub fn apply(&self, target: &mut Value) -> Result<(), PatchError> {
-        self.0.iter().try_for_each(|op| add(target, &op.path, op.value.to_value()))
+        self.apply_reusing(target, &mut ParsedValues::default())
+    }
+
+    /// [`Patch::apply`], reusing the tree of a serialized value `parsed` holds when the text is
+    /// the same.
+    pub fn apply_reusing(&self, target: &mut Value, parsed: &mut ParsedValues) -> Result<(), PatchError> {
+        self.0.iter().try_for_each(|op| add(target, &op.path, op.value.tree(parsed)))
     }
 }
 
@@ -149,16 +189,32 @@ mod tests {
     fn serialized_values_parse_to_their_own_tree_whatever_was_parsed_before() {
         let serialized = |text: &str| {
             let mut patch = Patch::default();
-            patch.add_serialized("/x".into(), RawValue::from_string(text.into()).unwrap());
+            patch.add_serialized("/x".into(), text.into());
             patch
         };
         let (a, b) = (serialized(r#"{"name":"a","n":[1]}"#), serialized(r#"{"name":"b"}"#));
         let (a_tree, b_tree) = (json!({"name": "a", "n": [1]}), json!({"name": "b"}));
+        let mut parsed = ParsedValues::default();
         for (patch, expected) in [(&a, &a_tree), (&a, &a_tree), (&b, &b_tree), (&a, &a_tree)] {
             let mut doc = json!({});
-            patch.apply(&mut doc).unwrap();
+            patch.apply_reusing(&mut doc, &mut parsed).unwrap();
             assert_eq!(&doc["x"], expected);
         }
+    }
+
+    #[test]
+    fn the_written_patch_is_what_serde_json_writes() {
+        let mut patch = Patch::default();
+        patch.add("/metadata/annotations".into(), json!({}));
+        patch.add(format!("/metadata/annotations/{}", escape_token("a/\"quoted\"")), json!("x\ny"));
+        patch.add_serialized("/spec/containers/-".into(), r#"{"name":"linkerd-proxy","env":[]}"#.into());
+        let expected = json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {}},
+            {"op": "add", "path": "/metadata/annotations/a~1\"quoted\"", "value": "x\ny"},
+            {"op": "add", "path": "/spec/containers/-", "value": {"name": "linkerd-proxy", "env": []}},
+        ]);
+        assert_eq!(String::from_utf8(patch.to_json()).unwrap(), expected.to_string());
+        assert_eq!(serde_json::to_value(&patch).unwrap(), expected);
     }
 
     #[test]

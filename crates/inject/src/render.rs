@@ -5,11 +5,10 @@
 use crate::fields::Fields;
 use std::borrow::Cow;
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::config::ProxyConfig;
+use crate::json_text;
 use crate::values::Values;
 use crate::workload::PodTemplate;
 
@@ -188,31 +187,35 @@ fn scalar_text(value: &Value) -> String {
 
 /// One env var of the proxy, borrowed where it can be: the proxy has about 60, and building them
 /// as JSON trees was most of the cost of an admission.
-#[derive(Serialize)]
-#[serde(untagged)]
 enum EnvVar<'a> {
-    Value {
-        name: Cow<'a, str>,
-        value: Cow<'a, str>,
-    },
-    Field {
-        name: &'a str,
-        #[serde(rename = "valueFrom")]
-        value_from: FieldRef<'a>,
-    },
+    Value { name: Cow<'a, str>, value: Cow<'a, str> },
+    Field { name: &'a str, field_path: &'a str },
     Given(&'a Value),
 }
 
-#[derive(Serialize)]
-struct FieldRef<'a> {
-    #[serde(rename = "fieldRef")]
-    field_ref: FieldPath<'a>,
-}
-
-#[derive(Serialize)]
-struct FieldPath<'a> {
-    #[serde(rename = "fieldPath")]
-    field_path: &'a str,
+impl EnvVar<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            EnvVar::Value { name, value } => {
+                out.push(b'{');
+                json_text::key(out, "name");
+                json_text::string(out, name);
+                out.push(b',');
+                json_text::key(out, "value");
+                json_text::string(out, value);
+                out.push(b'}');
+            }
+            EnvVar::Field { name, field_path } => {
+                out.push(b'{');
+                json_text::key(out, "name");
+                json_text::string(out, name);
+                out.extend_from_slice(br#","valueFrom":{"fieldRef":{"fieldPath":"#);
+                json_text::string(out, field_path);
+                out.extend_from_slice(b"}}}");
+            }
+            EnvVar::Given(value) => json_text::value(out, value),
+        }
+    }
 }
 
 /// The env list under construction.
@@ -228,7 +231,11 @@ impl<'a> Env<'a> {
     }
 
     fn field(&mut self, name: &'a str, field_path: &'a str) {
-        self.0.push(EnvVar::Field { name, value_from: FieldRef { field_ref: FieldPath { field_path } } });
+        self.0.push(EnvVar::Field { name, field_path });
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        json_text::list(out, &self.0, |out, var| var.write(out));
     }
 }
 
@@ -249,32 +256,90 @@ fn per_parameter_env<'a>(direction: &str, tree: &'a Map<String, Value>, out: &mu
     walk(&format!("LINKERD2_PROXY_{direction}"), tree, out);
 }
 
-/// The `linkerd-proxy` container (§5.2), in the order of its keys.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The `linkerd-proxy` container (§5.2). Written in the order of its keys; `None` fields are
+/// left out.
 struct ProxyContainer<'a> {
-    env: Vec<EnvVar<'a>>,
+    env: Env<'a>,
     image: String,
     image_pull_policy: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     lifecycle: Option<Value>,
     liveness_probe: Value,
     name: &'static str,
     ports: Value,
     readiness_probe: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
     resources: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     restart_policy: Option<&'static str>,
     security_context: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
     startup_probe: Option<Value>,
     termination_message_policy: &'static str,
     volume_mounts: Vec<Value>,
 }
 
-/// The `linkerd-proxy` container (§5.2), serialized.
-pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
+/// A JSON object written field by field, commas between.
+struct ObjectText<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> ObjectText<'o> {
+    fn start(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        ObjectText { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        json_text::key(self.out, key);
+        self.out
+    }
+
+    fn string(&mut self, key: &str, text: &str) {
+        json_text::string(self.key(key), text);
+    }
+
+    fn value(&mut self, key: &str, value: &Value) {
+        json_text::value(self.key(key), value);
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+impl ProxyContainer<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut object = ObjectText::start(out);
+        self.env.write(object.key("env"));
+        object.string("image", &self.image);
+        object.string("imagePullPolicy", self.image_pull_policy);
+        if let Some(lifecycle) = &self.lifecycle {
+            object.value("lifecycle", lifecycle);
+        }
+        object.value("livenessProbe", &self.liveness_probe);
+        object.string("name", self.name);
+        object.value("ports", &self.ports);
+        object.value("readinessProbe", &self.readiness_probe);
+        if let Some(resources) = &self.resources {
+            object.value("resources", resources);
+        }
+        if let Some(restart_policy) = self.restart_policy {
+            object.string("restartPolicy", restart_policy);
+        }
+        object.value("securityContext", &self.security_context);
+        if let Some(startup_probe) = &self.startup_probe {
+            object.value("startupProbe", startup_probe);
+        }
+        object.string("terminationMessagePolicy", self.termination_message_policy);
+        json_text::list(object.key("volumeMounts"), &self.volume_mounts, json_text::value);
+        object.end();
+    }
+}
+
+/// The `linkerd-proxy` container (§5.2), as JSON text.
+pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     let v = input.values;
     let c = input.config;
     let ns = input.control_plane_ns;
@@ -422,7 +487,7 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
     }
     volume_mounts.extend(input.copied_service_account_mount());
     let container = ProxyContainer {
-        env: e.0,
+        env: e,
         image: input.image(),
         image_pull_policy: &c.image_pull_policy.value,
         lifecycle,
@@ -441,7 +506,9 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<RawValue> {
         termination_message_policy: "FallbackToLogsOnError",
         volume_mounts,
     };
-    serde_json::value::to_raw_value(&container).expect("the proxy container always serializes")
+    let mut text = Vec::with_capacity(8 * 1024);
+    container.write(&mut text);
+    String::from_utf8(text).expect("JSON text written from strings is UTF-8").into_boxed_str()
 }
 
 fn tracing_env<'a>(input: &'a RenderInput<'_>, tracing: &'a crate::values::TracingValues, td: &str, e: &mut Env<'a>) {
@@ -688,8 +755,10 @@ mod tests {
         let tree = json!({"server": {"http2": {"b": 2.5, "appleSauce": true}}});
         let mut out = Env(Vec::new());
         per_parameter_env("INBOUND", tree.as_object().unwrap(), &mut out);
+        let mut text = Vec::new();
+        out.write(&mut text);
         assert_eq!(
-            serde_json::to_value(&out.0).unwrap(),
+            serde_json::from_slice::<Value>(&text).unwrap(),
             json!(
             [
                 {"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "value": "true"},

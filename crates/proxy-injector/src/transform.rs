@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use governance::{Mode, Policy, Subject, Violation};
 use inject::config::AnnotationSet;
+use inject::patch::ParsedValues;
 use inject::uninject::{Purpose, uninject};
 use inject::workload::Workload;
 use inject::{Action, Injector, Origin, Request};
@@ -371,10 +372,11 @@ pub fn inject(args: &InjectArgs, cluster: &ClusterArgs, control_plane_ns: &str, 
     let overrides = crate::flags::overrides(&args.proxy, injector.values())?;
     let policy = Policy::from_values(&injector.values().values)?;
     let context = InjectContext { injector: &injector, policy: &policy, overrides: &overrides, manual: args.manual };
+    let mut parsed = ParsedValues::default();
     run_inputs(
         &inputs,
         &args.output,
-        |value| each_object(value, |object| inject_object(&context, object)),
+        |value| each_object(value, |object| inject_object(&context, object, &mut parsed)),
         |entries| report::inject_report(entries, verbose),
     )
 }
@@ -404,7 +406,11 @@ struct InjectContext<'a> {
 
 /// Uninjects silently, then injects: re-running `inject` on its own output changes nothing.
 /// An object breaking an enforced governance rule is refused, as the webhook would deny its pods.
-fn inject_object(context: &InjectContext<'_>, object: &Value) -> Result<Transformed, String> {
+fn inject_object(
+    context: &InjectContext<'_>,
+    object: &Value,
+    parsed: &mut ParsedValues,
+) -> Result<Transformed, String> {
     let injector = context.injector;
     let mut clean = object.clone();
     let mut notes = stringify_scalars(&mut clean)?;
@@ -433,7 +439,10 @@ fn inject_object(context: &InjectContext<'_>, object: &Value) -> Result<Transfor
     let value = if outcome.patch.is_empty() {
         uninjected.then_some(clean)
     } else {
-        outcome.patch.apply(&mut clean).map_err(|e| format!("internal error applying the patch: {e}"))?;
+        outcome
+            .patch
+            .apply_reusing(&mut clean, parsed)
+            .map_err(|e| format!("internal error applying the patch: {e}"))?;
         Some(clean)
     };
     let entry = Entry { kind, name, verdict, checks: Some(Checks::of(outcome, notes)) };
@@ -621,7 +630,7 @@ mod tests {
             let overrides = AnnotationSet::default();
             let context = InjectContext { injector: &injector, policy: &policy, overrides: &overrides, manual };
             let text = manifest(&layout);
-            let inject = |value: &Value| each_object(value, |object| inject_object(&context, object));
+            let inject = |value: &Value| each_object(value, |object| inject_object(&context, object, &mut ParsedValues::default()));
             let edited = run(&text, ManifestOutput::Yaml, inject);
             prop_assert!(edited.rewritten.is_empty(), "{:?}", edited.rewritten);
             prop_assert_ne!(&edited.written, &text, "injection changed something");
