@@ -170,6 +170,7 @@ fn fingerprint(patch: &Patch, written: &[(String, String, Source)], template: Po
 #[derive(Debug, Clone)]
 pub struct Injector {
     values: ValuesDocument,
+    control_plane_env: render::ControlPlaneEnv,
     control_plane_ns: String,
     version: String,
     trust_root_sha256: String,
@@ -202,6 +203,7 @@ impl Injector {
         }
         let trust_root_sha256 = hex(&Sha256::digest(v.identity_trust_anchors_pem.as_bytes()));
         Ok(Injector {
+            control_plane_env: render::ControlPlaneEnv::new(v, control_plane_ns),
             values,
             control_plane_ns: control_plane_ns.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -563,6 +565,7 @@ impl Injector {
         }
         let input = RenderInput {
             values: v,
+            control_plane_env: &self.control_plane_env,
             config,
             template,
             control_plane_ns: &self.control_plane_ns,

@@ -29,6 +29,7 @@ pub const OWN_BINARY: &str = "/usr/local/bin/proxy-injector";
 /// Everything the renderers read, resolved once per workload.
 pub struct RenderInput<'a> {
     pub values: &'a Values,
+    pub control_plane_env: &'a ControlPlaneEnv,
     pub config: &'a ProxyConfig,
     pub template: PodTemplate<'a>,
     pub control_plane_ns: &'a str,
@@ -76,8 +77,7 @@ impl RenderInput<'_> {
     }
 
     fn trust_domain(&self) -> &str {
-        let v = self.values;
-        if v.identity_trust_domain.is_empty() { &v.cluster_domain } else { &v.identity_trust_domain }
+        trust_domain(self.values)
     }
 
     fn bind_address(&self) -> &'static str {
@@ -149,20 +149,32 @@ enum ProbeKind {
     Startup,
 }
 
-fn http_probe(path: &str, port: u16, probe: &crate::values::ProbeValues, kind: ProbeKind) -> Value {
-    let http_get = json!({"path": path, "port": port});
-    match kind {
-        ProbeKind::Health => json!({
-            "httpGet": http_get,
-            "initialDelaySeconds": probe.initial_delay_seconds,
-            "timeoutSeconds": probe.timeout_seconds,
-        }),
-        ProbeKind::Startup => json!({
-            "failureThreshold": probe.failure_threshold,
-            "httpGet": http_get,
-            "initialDelaySeconds": probe.initial_delay_seconds,
-            "periodSeconds": probe.period_seconds,
-        }),
+/// An HTTP probe of the proxy's admin port.
+struct HttpProbe<'a> {
+    path: &'static str,
+    port: u16,
+    probe: &'a crate::values::ProbeValues,
+    kind: ProbeKind,
+}
+
+impl HttpProbe<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let probe = self.probe;
+        let mut object = ObjectText::start(out);
+        if let ProbeKind::Startup = self.kind {
+            object.number("failureThreshold", probe.failure_threshold);
+        }
+        let http_get = object.key("httpGet");
+        let mut http_get = ObjectText::start(http_get);
+        http_get.string("path", self.path);
+        http_get.number("port", self.port);
+        http_get.end();
+        object.number("initialDelaySeconds", probe.initial_delay_seconds);
+        match self.kind {
+            ProbeKind::Health => object.number("timeoutSeconds", probe.timeout_seconds),
+            ProbeKind::Startup => object.number("periodSeconds", probe.period_seconds),
+        }
+        object.end();
     }
 }
 
@@ -188,7 +200,7 @@ fn scalar_text(value: &Value) -> String {
 /// One env var of the proxy, borrowed where it can be: the proxy has about 60, and building them
 /// as JSON trees was most of the cost of an admission.
 enum EnvVar<'a> {
-    Value { name: Cow<'a, str>, value: Cow<'a, str> },
+    Value { name: &'a str, value: Cow<'a, str> },
     Field { name: &'a str, field_path: &'a str },
     Given(&'a Value),
 }
@@ -223,11 +235,7 @@ struct Env<'a>(Vec<EnvVar<'a>>);
 
 impl<'a> Env<'a> {
     fn set(&mut self, name: &'a str, value: impl Into<Cow<'a, str>>) {
-        self.0.push(EnvVar::Value { name: Cow::Borrowed(name), value: value.into() });
-    }
-
-    fn set_owned(&mut self, name: String, value: impl Into<Cow<'a, str>>) {
-        self.0.push(EnvVar::Value { name: Cow::Owned(name), value: value.into() });
+        self.0.push(EnvVar::Value { name, value: value.into() });
     }
 
     fn field(&mut self, name: &'a str, field_path: &'a str) {
@@ -240,8 +248,8 @@ impl<'a> Env<'a> {
 }
 
 /// `LINKERD2_PROXY_<DIR>_<SCOPE>_<PROTO>_<PARAM>` from `proxy.inbound` / `proxy.outbound`.
-fn per_parameter_env<'a>(direction: &str, tree: &'a Map<String, Value>, out: &mut Env<'a>) {
-    fn walk<'a>(prefix: &str, node: &'a Map<String, Value>, out: &mut Env<'a>) {
+fn per_parameter_env(direction: &str, tree: &Map<String, Value>, out: &mut Vec<(String, String)>) {
+    fn walk(prefix: &str, node: &Map<String, Value>, out: &mut Vec<(String, String)>) {
         let mut keys: Vec<&String> = node.keys().collect();
         keys.sort();
         for key in keys {
@@ -249,11 +257,53 @@ fn per_parameter_env<'a>(direction: &str, tree: &'a Map<String, Value>, out: &mu
             match &node[key] {
                 Value::Object(child) => walk(&name, child, out),
                 Value::Null => {}
-                leaf => out.set_owned(name, scalar_text(leaf)),
+                leaf => out.push((name, scalar_text(leaf))),
             }
         }
     }
     walk(&format!("LINKERD2_PROXY_{direction}"), tree, out);
+}
+
+/// The proxy's env values that follow from the values and the control plane's namespace alone,
+/// built once with the engine rather than formatted again for every pod.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneEnv {
+    destination_svc_addr: String,
+    policy_svc_addr: String,
+    /// `svc.<cluster domain>.`: the profile suffixes by default, and the gateway's.
+    service_suffix: String,
+    trust_anchors: String,
+    identity_svc_addr: String,
+    identity_local_name: String,
+    identity_svc_name: String,
+    destination_svc_name: String,
+    /// From `proxy.inbound`, then `proxy.outbound`.
+    per_parameter: Vec<(String, String)>,
+}
+
+impl ControlPlaneEnv {
+    pub fn new(v: &Values, ns: &str) -> Self {
+        let cd = &v.cluster_domain;
+        let td = trust_domain(v);
+        let mut per_parameter = Vec::new();
+        per_parameter_env("INBOUND", &v.proxy.inbound, &mut per_parameter);
+        per_parameter_env("OUTBOUND", &v.proxy.outbound, &mut per_parameter);
+        ControlPlaneEnv {
+            destination_svc_addr: format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086"),
+            policy_svc_addr: format!("linkerd-policy.{ns}.svc.{cd}.:8090"),
+            service_suffix: format!("svc.{cd}."),
+            trust_anchors: format!("{}\n", v.identity_trust_anchors_pem.trim()),
+            identity_svc_addr: format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080"),
+            identity_local_name: format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"),
+            identity_svc_name: format!("linkerd-identity.{ns}.serviceaccount.identity.{ns}.{td}"),
+            destination_svc_name: format!("linkerd-destination.{ns}.serviceaccount.identity.{ns}.{td}"),
+            per_parameter,
+        }
+    }
+}
+
+fn trust_domain(v: &Values) -> &str {
+    if v.identity_trust_domain.is_empty() { &v.cluster_domain } else { &v.identity_trust_domain }
 }
 
 /// The `linkerd-proxy` container (§5.2). Written in the order of its keys; `None` fields are
@@ -263,14 +313,15 @@ struct ProxyContainer<'a> {
     image: String,
     image_pull_policy: &'a str,
     lifecycle: Option<Value>,
-    liveness_probe: Value,
+    liveness_probe: HttpProbe<'a>,
     name: &'static str,
-    ports: Value,
-    readiness_probe: Value,
+    /// The proxy's inbound and admin ports.
+    ports: [u16; 2],
+    readiness_probe: HttpProbe<'a>,
     resources: Option<Value>,
     restart_policy: Option<&'static str>,
     security_context: Value,
-    startup_probe: Option<Value>,
+    startup_probe: Option<HttpProbe<'a>>,
     termination_message_policy: &'static str,
     volume_mounts: Vec<Value>,
 }
@@ -304,6 +355,11 @@ impl<'o> ObjectText<'o> {
         json_text::value(self.key(key), value);
     }
 
+    fn number(&mut self, key: &str, number: impl std::fmt::Display) {
+        use std::io::Write;
+        write!(self.key(key), "{number}").expect("writing into memory cannot fail");
+    }
+
     fn end(self) {
         self.out.push(b'}');
     }
@@ -318,10 +374,20 @@ impl ProxyContainer<'_> {
         if let Some(lifecycle) = &self.lifecycle {
             object.value("lifecycle", lifecycle);
         }
-        object.value("livenessProbe", &self.liveness_probe);
+        self.liveness_probe.write(object.key("livenessProbe"));
         object.string("name", self.name);
-        object.value("ports", &self.ports);
-        object.value("readinessProbe", &self.readiness_probe);
+        let [inbound, admin] = self.ports;
+        json_text::list(
+            object.key("ports"),
+            [(inbound, "linkerd-proxy"), (admin, "linkerd-admin")],
+            |out, (port, name)| {
+                let mut port_object = ObjectText::start(out);
+                port_object.number("containerPort", port);
+                port_object.string("name", name);
+                port_object.end();
+            },
+        );
+        self.readiness_probe.write(object.key("readinessProbe"));
         if let Some(resources) = &self.resources {
             object.value("resources", resources);
         }
@@ -330,7 +396,7 @@ impl ProxyContainer<'_> {
         }
         object.value("securityContext", &self.security_context);
         if let Some(startup_probe) = &self.startup_probe {
-            object.value("startupProbe", startup_probe);
+            startup_probe.write(object.key("startupProbe"));
         }
         object.string("terminationMessagePolicy", self.termination_message_policy);
         json_text::list(object.key("volumeMounts"), &self.volume_mounts, json_text::value);
@@ -343,7 +409,7 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     let v = input.values;
     let c = input.config;
     let ns = input.control_plane_ns;
-    let cd = &v.cluster_domain;
+    let fixed = input.control_plane_env;
     let td = input.trust_domain();
     let bind = input.bind_address();
     let admin = c.admin_port.value;
@@ -375,9 +441,9 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     let header_filter = if c.log_http_headers.value == "insecure" { "" } else { ",[{headers}]=off,[{request}]=off" };
     e.set("LINKERD2_PROXY_LOG", format!("{}{header_filter}", c.log_level.value));
     e.set("LINKERD2_PROXY_LOG_FORMAT", c.log_format.value.as_str());
-    e.set("LINKERD2_PROXY_DESTINATION_SVC_ADDR", format!("linkerd-dst-headless.{ns}.svc.{cd}.:8086"));
+    e.set("LINKERD2_PROXY_DESTINATION_SVC_ADDR", fixed.destination_svc_addr.as_str());
     e.set("LINKERD2_PROXY_DESTINATION_PROFILE_NETWORKS", v.cluster_networks.as_str());
-    e.set("LINKERD2_PROXY_POLICY_SVC_ADDR", format!("linkerd-policy.{ns}.svc.{cd}.:8090"));
+    e.set("LINKERD2_PROXY_POLICY_SVC_ADDR", fixed.policy_svc_addr.as_str());
     e.set("LINKERD2_PROXY_POLICY_WORKLOAD", "{\"ns\":\"$(_pod_ns)\", \"pod\":\"$(_pod_name)\"}\n");
     e.set("LINKERD2_PROXY_INBOUND_DEFAULT_POLICY", c.default_inbound_policy.value.as_str());
     e.set("LINKERD2_PROXY_POLICY_CLUSTER_NETWORKS", v.cluster_networks.as_str());
@@ -413,12 +479,12 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     e.field("LINKERD2_PROXY_INBOUND_IPS", "status.podIPs");
     e.set("LINKERD2_PROXY_INBOUND_PORTS", input.template.inbound_ports());
     if c.gateway.value {
-        e.set("LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES", format!("svc.{cd}."));
+        e.set("LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES", fixed.service_suffix.as_str());
     }
     if input.ingress {
         e.set("LINKERD2_PROXY_INGRESS_MODE", "true");
     }
-    let suffixes = if c.external_profiles.value { Cow::Borrowed(".") } else { Cow::Owned(format!("svc.{cd}.")) };
+    let suffixes = if c.external_profiles.value { "." } else { fixed.service_suffix.as_str() };
     e.set("LINKERD2_PROXY_DESTINATION_PROFILE_SUFFIXES", suffixes);
     e.set("LINKERD2_PROXY_INBOUND_ACCEPT_KEEPALIVE", "10000ms");
     e.set("LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE", "10000ms");
@@ -431,8 +497,9 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     if let Some(tracing) = input.tracing() {
         tracing_env(input, tracing, td, &mut e);
     }
-    per_parameter_env("INBOUND", &v.proxy.inbound, &mut e);
-    per_parameter_env("OUTBOUND", &v.proxy.outbound, &mut e);
+    for (name, value) in &fixed.per_parameter {
+        e.set(name, value.as_str());
+    }
     if !input.opaque_ports.is_empty() {
         e.set("LINKERD2_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION", input.opaque_ports.as_str());
     }
@@ -444,19 +511,18 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
     e.set("_l5d_ns", ns);
     e.set("_l5d_trustdomain", td);
     e.set("LINKERD2_PROXY_IDENTITY_DIR", END_ENTITY_DIR);
-    e.set("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", format!("{}\n", v.identity_trust_anchors_pem.trim()));
+    e.set("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", fixed.trust_anchors.as_str());
     let token_file = if v.identity.service_account_token_projection {
         "/var/run/secrets/tokens/linkerd-identity-token"
     } else {
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
     };
     e.set("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", token_file);
-    e.set("LINKERD2_PROXY_IDENTITY_SVC_ADDR", format!("linkerd-identity-headless.{ns}.svc.{cd}.:8080"));
-    e.set("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", format!("$(_pod_sa).$(_pod_ns).serviceaccount.identity.{ns}.{td}"));
-    e.set("LINKERD2_PROXY_IDENTITY_SVC_NAME", format!("linkerd-identity.{ns}.serviceaccount.identity.{ns}.{td}"));
-    let destination_name = format!("linkerd-destination.{ns}.serviceaccount.identity.{ns}.{td}");
-    e.set("LINKERD2_PROXY_DESTINATION_SVC_NAME", destination_name.clone());
-    e.set("LINKERD2_PROXY_POLICY_SVC_NAME", destination_name);
+    e.set("LINKERD2_PROXY_IDENTITY_SVC_ADDR", fixed.identity_svc_addr.as_str());
+    e.set("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", fixed.identity_local_name.as_str());
+    e.set("LINKERD2_PROXY_IDENTITY_SVC_NAME", fixed.identity_svc_name.as_str());
+    e.set("LINKERD2_PROXY_DESTINATION_SVC_NAME", fixed.destination_svc_name.as_str());
+    e.set("LINKERD2_PROXY_POLICY_SVC_NAME", fixed.destination_svc_name.as_str());
     if !c.access_log.value.is_empty() {
         e.set("LINKERD2_PROXY_ACCESS_LOG", c.access_log.value.as_str());
     }
@@ -491,18 +557,29 @@ pub fn proxy_container(input: &RenderInput<'_>) -> Box<str> {
         image: input.image(),
         image_pull_policy: &c.image_pull_policy.value,
         lifecycle,
-        liveness_probe: http_probe("/live", admin, &v.proxy.liveness_probe, ProbeKind::Health),
+        liveness_probe: HttpProbe {
+            path: "/live",
+            port: admin,
+            probe: &v.proxy.liveness_probe,
+            kind: ProbeKind::Health,
+        },
         name: PROXY_CONTAINER,
-        ports: json!([
-            {"containerPort": c.inbound_port.value, "name": "linkerd-proxy"},
-            {"containerPort": admin, "name": "linkerd-admin"},
-        ]),
-        readiness_probe: http_probe("/ready", admin, &v.proxy.readiness_probe, ProbeKind::Health),
+        ports: [c.inbound_port.value, admin],
+        readiness_probe: HttpProbe {
+            path: "/ready",
+            port: admin,
+            probe: &v.proxy.readiness_probe,
+            kind: ProbeKind::Health,
+        },
         resources: input.resources(),
         restart_policy: native.then_some("Always"),
         security_context: proxy_security_context(input),
-        startup_probe: (native && c.proxy_await.value)
-            .then(|| http_probe("/ready", admin, &v.proxy.startup_probe, ProbeKind::Startup)),
+        startup_probe: (native && c.proxy_await.value).then_some(HttpProbe {
+            path: "/ready",
+            port: admin,
+            probe: &v.proxy.startup_probe,
+            kind: ProbeKind::Startup,
+        }),
         termination_message_policy: "FallbackToLogsOnError",
         volume_mounts,
     };
@@ -753,16 +830,15 @@ mod tests {
     #[test]
     fn per_parameter_env_is_sorted_and_stringified() {
         let tree = json!({"server": {"http2": {"b": 2.5, "appleSauce": true}}});
-        let mut out = Env(Vec::new());
+        let mut out = Vec::new();
         per_parameter_env("INBOUND", tree.as_object().unwrap(), &mut out);
-        let mut text = Vec::new();
-        out.write(&mut text);
+        let pairs =
+            |list: &[(&str, &str)]| list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>();
         assert_eq!(
-            serde_json::from_slice::<Value>(&text).unwrap(),
-            json!(
-            [
-                {"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "value": "true"},
-                {"name": "LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "value": "2.5"},
+            out,
+            pairs(&[
+                ("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_APPLE_SAUCE", "true"),
+                ("LINKERD2_PROXY_INBOUND_SERVER_HTTP2_B", "2.5")
             ])
         );
     }
