@@ -606,7 +606,7 @@ impl Injector {
             patch.add(format!("{p}/spec/initContainers/{init_index}"), render::network_validator(&input));
         } else {
             patch.add(format!("{p}/spec/volumes/-"), render::xtables_volume(v));
-            patch.add(format!("{p}/spec/initContainers/{init_index}"), render::init_container(&input));
+            patch.add_serialized(format!("{p}/spec/initContainers/{init_index}"), render::init_container(&input));
         }
         if config.debug_sidecar.value {
             patch.add(format!("{p}/spec/containers/-"), render::debug_container(&input));

@@ -162,17 +162,17 @@ impl HttpProbe<'_> {
         let probe = self.probe;
         let mut object = ObjectText::start(out);
         if let ProbeKind::Startup = self.kind {
-            object.number("failureThreshold", probe.failure_threshold);
+            object.literal("failureThreshold", probe.failure_threshold);
         }
         let http_get = object.key("httpGet");
         let mut http_get = ObjectText::start(http_get);
         http_get.string("path", self.path);
-        http_get.number("port", self.port);
+        http_get.literal("port", self.port);
         http_get.end();
-        object.number("initialDelaySeconds", probe.initial_delay_seconds);
+        object.literal("initialDelaySeconds", probe.initial_delay_seconds);
         match self.kind {
-            ProbeKind::Health => object.number("timeoutSeconds", probe.timeout_seconds),
-            ProbeKind::Startup => object.number("periodSeconds", probe.period_seconds),
+            ProbeKind::Health => object.literal("timeoutSeconds", probe.timeout_seconds),
+            ProbeKind::Startup => object.literal("periodSeconds", probe.period_seconds),
         }
         object.end();
     }
@@ -355,9 +355,10 @@ impl<'o> ObjectText<'o> {
         json_text::value(self.key(key), value);
     }
 
-    fn number(&mut self, key: &str, number: impl std::fmt::Display) {
+    /// A number or a boolean, written as Rust displays it (which is its JSON text).
+    fn literal(&mut self, key: &str, literal: impl std::fmt::Display) {
         use std::io::Write;
-        write!(self.key(key), "{number}").expect("writing into memory cannot fail");
+        write!(self.key(key), "{literal}").expect("writing into memory cannot fail");
     }
 
     fn end(self) {
@@ -382,7 +383,7 @@ impl ProxyContainer<'_> {
             [(inbound, "linkerd-proxy"), (admin, "linkerd-admin")],
             |out, (port, name)| {
                 let mut port_object = ObjectText::start(out);
-                port_object.number("containerPort", port);
+                port_object.literal("containerPort", port);
                 port_object.string("name", name);
                 port_object.end();
             },
@@ -648,7 +649,8 @@ fn proxy_security_context(input: &RenderInput<'_>) -> Value {
 }
 
 /// The `linkerd-init` container that programs iptables (§5.3).
-pub fn init_container(input: &RenderInput<'_>) -> Value {
+/// Written as JSON text.
+pub fn init_container(input: &RenderInput<'_>) -> Box<str> {
     let v = input.values;
     let c = input.config;
     let init = &v.proxy_init;
@@ -695,56 +697,62 @@ pub fn init_container(input: &RenderInput<'_>) -> Value {
 
     let privileged = input.close_wait_timeout_secs > 0 || init.privileged;
     let (app_add, app_drop) = input.app_capabilities();
-    let mut add = vec![json!("NET_ADMIN"), json!("NET_RAW")];
-    add.extend(app_add);
+    let add: Vec<Value> = [json!("NET_ADMIN"), json!("NET_RAW")].into_iter().chain(app_add).collect();
     let drop: Vec<Value> =
         app_drop.into_iter().filter(|cap| !matches!(cap.as_str(), Some("NET_RAW" | "NET_ADMIN"))).collect();
-    let mut capabilities = Map::new();
-    capabilities.insert("add".into(), Value::Array(add));
-    if !drop.is_empty() {
-        capabilities.insert("drop".into(), Value::Array(drop));
-    }
-    let mut security = Map::new();
-    security.insert("allowPrivilegeEscalation".into(), json!(privileged));
-    security.insert("capabilities".into(), Value::Object(capabilities));
-    security.insert("privileged".into(), json!(privileged));
-    security.insert("readOnlyRootFilesystem".into(), json!(true));
-    if init.run_as_root {
-        security.insert("runAsGroup".into(), json!(0));
-        security.insert("runAsNonRoot".into(), json!(false));
-        security.insert("runAsUser".into(), json!(0));
-    } else {
-        let non_zero = |id: i64| if id == 0 { 65534 } else { id };
-        security.insert("runAsGroup".into(), json!(non_zero(init.run_as_group)));
-        security.insert("runAsNonRoot".into(), json!(true));
-        security.insert("runAsUser".into(), json!(non_zero(init.run_as_user)));
-    }
-    security.insert("seccompProfile".into(), json!({"type": "RuntimeDefault"}));
-
-    let mut mounts = vec![json!({"mountPath": init.xt_mount_path.mount_path, "name": init.xt_mount_path.name})];
-    mounts.extend(input.copied_service_account_mount());
+    let non_zero = |id: i64| if id == 0 { 65534 } else { id };
+    let (run_as_group, run_as_user) =
+        if init.run_as_root { (0, 0) } else { (non_zero(init.run_as_group), non_zero(init.run_as_user)) };
 
     let own = &init.image;
     let image = Images::of(input.values, c).init;
-    let (command, pull_policy) = if own.name.is_empty() {
-        (json!(["/usr/lib/linkerd/linkerd2-proxy-init"]), c.image_pull_policy.value.clone())
+    let (command, pull_policy): (&[&str], &str) = if own.name.is_empty() {
+        (&["/usr/lib/linkerd/linkerd2-proxy-init"], &c.image_pull_policy.value)
     } else {
-        let pull = if own.pull_policy.is_empty() { c.image_pull_policy.value.clone() } else { own.pull_policy.clone() };
-        (json!([OWN_BINARY, "proxy-init"]), pull)
+        let pull = if own.pull_policy.is_empty() { &c.image_pull_policy.value } else { &own.pull_policy };
+        (&[OWN_BINARY, "proxy-init"], pull)
     };
-    let mut container = Map::new();
-    container.insert("args".into(), json!(args));
-    container.insert("command".into(), command);
-    container.insert("image".into(), json!(image));
-    container.insert("imagePullPolicy".into(), json!(pull_policy));
-    container.insert("name".into(), json!(INIT_CONTAINER));
+    let mut text = Vec::with_capacity(1024);
+    let mut container = ObjectText::start(&mut text);
+    json_text::list(container.key("args"), &args, |out, arg| json_text::string(out, arg));
+    json_text::list(container.key("command"), command, |out, part| json_text::string(out, part));
+    container.string("image", &image);
+    container.string("imagePullPolicy", pull_policy);
+    container.string("name", INIT_CONTAINER);
     if let Some(resources) = input.resources() {
-        container.insert("resources".into(), resources);
+        container.value("resources", &resources);
     }
-    container.insert("securityContext".into(), Value::Object(security));
-    container.insert("terminationMessagePolicy".into(), json!("FallbackToLogsOnError"));
-    container.insert("volumeMounts".into(), Value::Array(mounts));
-    Value::Object(container)
+    let mut security = ObjectText::start(container.key("securityContext"));
+    security.literal("allowPrivilegeEscalation", privileged);
+    let mut capabilities = ObjectText::start(security.key("capabilities"));
+    json_text::list(capabilities.key("add"), &add, json_text::value);
+    if !drop.is_empty() {
+        json_text::list(capabilities.key("drop"), &drop, json_text::value);
+    }
+    capabilities.end();
+    security.literal("privileged", privileged);
+    security.literal("readOnlyRootFilesystem", true);
+    security.literal("runAsGroup", run_as_group);
+    security.literal("runAsNonRoot", !init.run_as_root);
+    security.literal("runAsUser", run_as_user);
+    let mut seccomp = ObjectText::start(security.key("seccompProfile"));
+    seccomp.string("type", "RuntimeDefault");
+    seccomp.end();
+    security.end();
+    container.string("terminationMessagePolicy", "FallbackToLogsOnError");
+    let mounts = container.key("volumeMounts");
+    mounts.push(b'[');
+    let mut xtables = ObjectText::start(mounts);
+    xtables.string("mountPath", &init.xt_mount_path.mount_path);
+    xtables.string("name", &init.xt_mount_path.name);
+    xtables.end();
+    if let Some(copied) = input.copied_service_account_mount() {
+        mounts.push(b',');
+        json_text::value(mounts, &copied);
+    }
+    mounts.push(b']');
+    container.end();
+    String::from_utf8(text).expect("JSON text written from strings is UTF-8").into_boxed_str()
 }
 
 /// The CNI-mode init container that proves the redirect works (§5.4).

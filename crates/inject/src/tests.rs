@@ -1340,3 +1340,23 @@ fn every_template_kind_is_injected_at_its_template() {
         assert!(!outcome.injectable && outcome.reasons == [SkipReason::UnsupportedResource], "{kind}");
     }
 }
+
+/// Fingerprints pinned for three configurations. Every injected pod carries one, and a pod whose
+/// fingerprint differs from what injection gives today is stale: a change here makes the
+/// reconciler restart every meshed workload after an upgrade. Change them only with the rendering,
+/// on purpose, never as a side effect of how the patch is written.
+#[test]
+fn fingerprints_change_only_with_what_injection_adds() {
+    let spec = json!({"containers": [{"name": "web", "image": "web:v1", "ports": [{"containerPort": 80, "name": "http"}],
+        "securityContext": {"capabilities": {"add": ["SYS_TIME"], "drop": ["ALL"]}}}]});
+    let object = pod(json!({"linkerd.io/inject": "enabled", "config.linkerd.io/proxy-cpu-limit": "1"}), spec);
+    let pinned = [
+        (json!({}), "b134160c883e51be6798b722f28a2204"),
+        (json!({"cniEnabled": true, "proxy": {"nativeSidecar": false}}), "62016b8e534667888f0d1edde0a73c61"),
+        (injector_values_with_everything(), "549cde4b1bed1e4cb9cea4d96eb1b1ee"),
+    ];
+    for (values, fingerprint) in pinned {
+        let outcome = webhook(&injector(values.clone()), &object, json!({}));
+        assert_eq!(outcome.fingerprint.as_deref(), Some(fingerprint), "{values}");
+    }
+}
