@@ -41,7 +41,7 @@ pub fn check(object: &Value, kind_override: Option<&str>) -> Result<(), ShapeErr
 fn template(node: &Map<String, Value>, segments: &[&str], path: &Path<'_>, kind: Kind) -> Result<(), ShapeError> {
     if let Some((segment, rest)) = segments.split_first() {
         let here = path.key(segment);
-        return match expect_map(node.get(*segment).unwrap_or(&Value::Null), &here, "a mapping")? {
+        return match expect_map(node.field(segment).unwrap_or(&Value::Null), &here, "a mapping")? {
             Some(next) => template(next, rest, &here, kind),
             None => Ok(()),
         };
@@ -168,20 +168,22 @@ fn expect_scalar(
 }
 
 fn string(map: &Map<String, Value>, key: &str, path: &Path) -> Result<(), ShapeError> {
-    expect_scalar(map.get(key), &path.key(key), "a string", Value::is_string)
+    expect_scalar(map.field(key), &path.key(key), "a string", Value::is_string)
 }
 
 fn boolean(map: &Map<String, Value>, key: &str, path: &Path) -> Result<(), ShapeError> {
-    expect_scalar(map.get(key), &path.key(key), "a boolean", Value::is_boolean)
+    expect_scalar(map.field(key), &path.key(key), "a boolean", Value::is_boolean)
 }
 
 fn integer(map: &Map<String, Value>, key: &str, path: &Path) -> Result<(), ShapeError> {
-    expect_scalar(map.get(key), &path.key(key), "an integer", |v| v.is_i64() || v.is_u64())
+    expect_scalar(map.field(key), &path.key(key), "an integer", |v| v.is_i64() || v.is_u64())
 }
 
 /// A probe's port is a number or a port name.
 fn int_or_string(map: &Map<String, Value>, key: &str, path: &Path) -> Result<(), ShapeError> {
-    expect_scalar(map.get(key), &path.key(key), "an integer or a string", |v| v.is_i64() || v.is_u64() || v.is_string())
+    expect_scalar(map.field(key), &path.key(key), "an integer or a string", |v| {
+        v.is_i64() || v.is_u64() || v.is_string()
+    })
 }
 
 fn each_map<'a>(
@@ -191,7 +193,7 @@ fn each_map<'a>(
     mut check_item: impl FnMut(&'a Map<String, Value>, &Path) -> Result<(), ShapeError>,
 ) -> Result<(), ShapeError> {
     let list_path = path.key(key);
-    for (i, item) in expect_list(map.get(key), &list_path)?.iter().enumerate() {
+    for (i, item) in expect_list(map.field(key), &list_path)?.iter().enumerate() {
         let item_path = list_path.index(i);
         if let Some(item) = expect_map(item, &item_path, "a mapping")? {
             check_item(item, &item_path)?;
@@ -202,7 +204,7 @@ fn each_map<'a>(
 
 fn string_map(map: &Map<String, Value>, key: &str, path: &Path) -> Result<(), ShapeError> {
     let map_path = path.key(key);
-    let Some(entries) = expect_map(map.get(key).unwrap_or(&Value::Null), &map_path, "a mapping of strings")? else {
+    let Some(entries) = expect_map(map.field(key).unwrap_or(&Value::Null), &map_path, "a mapping of strings")? else {
         return Ok(());
     };
     for (entry, value) in entries {
@@ -259,7 +261,7 @@ fn container(container: &Map<String, Value>, path: &Path) -> Result<(), ShapeErr
         {
             for list in ["add", "drop"] {
                 let list_path = caps_path.key(list);
-                for (i, cap) in expect_list(caps.get(list), &list_path)?.iter().enumerate() {
+                for (i, cap) in expect_list(caps.field(list), &list_path)?.iter().enumerate() {
                     expect_scalar(Some(cap), &list_path.index(i), "a string", Value::is_string)?;
                 }
             }
@@ -267,7 +269,7 @@ fn container(container: &Map<String, Value>, path: &Path) -> Result<(), ShapeErr
     }
     for probe in ["livenessProbe", "readinessProbe"] {
         let probe_path = path.key(probe);
-        let Some(probe) = expect_map(container.get(probe).unwrap_or(&Value::Null), &probe_path, "a mapping")? else {
+        let Some(probe) = expect_map(container.field(probe).unwrap_or(&Value::Null), &probe_path, "a mapping")? else {
             continue;
         };
         let get_path = probe_path.key("httpGet");

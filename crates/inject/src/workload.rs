@@ -106,7 +106,7 @@ impl<'a> Workload<'a> {
     /// `metadata.name`, or for pods `generateName` when the name is empty.
     pub fn name(&self) -> &'a str {
         let meta = self.metadata();
-        let field = |key| meta.and_then(|m| m.get(key)).and_then(Value::as_str).unwrap_or("");
+        let field = |key| meta.and_then(|m| m.field(key)).and_then(Value::as_str).unwrap_or("");
         match (field("name"), self.kind) {
             ("", Some(Kind::Pod)) => field("generateName"),
             (name, _) => name,
@@ -153,7 +153,7 @@ impl<'a> PodTemplate<'a> {
     }
 
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
-        self.annotations().and_then(|a| a.get(key)).and_then(Value::as_str)
+        self.annotations().and_then(|a| a.field(key)).and_then(Value::as_str)
     }
 
     pub fn labels(&self) -> Option<&'a Map<String, Value>> {
@@ -165,7 +165,7 @@ impl<'a> PodTemplate<'a> {
     }
 
     fn spec_field(&self, key: &str) -> Option<&'a Value> {
-        self.spec().and_then(|s| s.get(key))
+        self.spec().and_then(|s| s.field(key))
     }
 
     fn list(&self, key: &str) -> &'a [Value] {
