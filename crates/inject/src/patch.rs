@@ -23,11 +23,14 @@ impl PatchValue {
     }
 
     fn tree(&self, parsed: &mut ParsedValues) -> Value {
-        if let Some((_, value)) = parsed.last.as_ref().filter(|(last, _)| *last == self.0) {
+        if let Some((_, value)) = parsed.recent.iter().find(|(text, _)| *text == self.0) {
             return value.clone();
         }
         let value: Value = serde_json::from_str(&self.0).expect("the engine writes valid JSON");
-        parsed.last = Some((self.0.clone(), value.clone()));
+        if parsed.recent.len() == ParsedValues::HELD {
+            parsed.recent.remove(0);
+        }
+        parsed.recent.push((self.0.clone(), value.clone()));
         value
     }
 }
@@ -39,12 +42,18 @@ impl Serialize for PatchValue {
     }
 }
 
-/// The tree of the serialized value parsed last, with its text. The CLI applies a patch to every
-/// workload of a stream, and the rendered proxy container is the same text for every workload
-/// with the same configuration and ports; a copy of the tree costs a fraction of parsing it.
+/// The trees of the values parsed last, with their texts. The CLI applies a patch to every
+/// workload of a stream, and most operations (the proxy container above all) are the same text for
+/// every workload with the same configuration and ports; a copy of a tree costs a fraction of
+/// parsing it.
 #[derive(Debug, Default)]
 pub struct ParsedValues {
-    last: Option<(Box<str>, Value)>,
+    recent: Vec<(Box<str>, Value)>,
+}
+
+impl ParsedValues {
+    /// More than the operations of one injection, so a stream's repeated ones stay.
+    const HELD: usize = 32;
 }
 
 #[derive(Debug, Clone, Serialize)]
