@@ -45,6 +45,46 @@ pub fn key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(b"\":");
 }
 
+/// A JSON object written field by field, in the order the fields are given.
+pub struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Object<'o> {
+    pub fn start(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self::key(self.out, key);
+        self.out
+    }
+
+    pub fn string(&mut self, key: &str, text: &str) {
+        string(self.key(key), text);
+    }
+
+    pub fn value(&mut self, key: &str, value: &Value) {
+        self::value(self.key(key), value);
+    }
+
+    /// A number or a boolean, written as Rust displays it (which is its JSON text).
+    pub fn literal(&mut self, key: &str, literal: impl std::fmt::Display) {
+        use std::io::Write;
+        write!(self.key(key), "{literal}").expect("writing into memory cannot fail");
+    }
+
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
 fn needs_escape(bytes: &[u8]) -> bool {
     let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
     let mut blocks = bytes.chunks_exact(16);

@@ -89,7 +89,7 @@ impl Patch {
     }
 
     /// Adds JSON text the engine wrote; it is written into the patch as it is.
-    pub fn add_serialized(&mut self, path: String, json: Box<str>) {
+    pub(crate) fn add_serialized(&mut self, path: String, json: Box<str>) {
         self.0.push(PatchOperation { op: "add", path, value: PatchValue(json) });
     }
 
@@ -105,23 +105,13 @@ impl Patch {
     pub fn to_json(&self) -> Vec<u8> {
         let len: usize = self.0.iter().map(|op| op.path.len() + op.value.text().len() + 32).sum();
         let mut out = Vec::with_capacity(len);
-        out.push(b'[');
-        for (n, operation) in self.0.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
-            json_text::key(&mut out, "op");
-            json_text::string(&mut out, operation.op);
-            out.push(b',');
-            json_text::key(&mut out, "path");
-            json_text::string(&mut out, &operation.path);
-            out.push(b',');
-            json_text::key(&mut out, "value");
-            out.extend_from_slice(operation.value.text().as_bytes());
-            out.push(b'}');
-        }
-        out.push(b']');
+        json_text::list(&mut out, &self.0, |out, operation| {
+            let mut object = json_text::Object::start(out);
+            object.string("op", operation.op);
+            object.string("path", &operation.path);
+            object.key("value").extend_from_slice(operation.value.text().as_bytes());
+            object.end();
+        });
         out
     }
 

@@ -160,12 +160,12 @@ struct HttpProbe<'a> {
 impl HttpProbe<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         let probe = self.probe;
-        let mut object = ObjectText::start(out);
+        let mut object = json_text::Object::start(out);
         if let ProbeKind::Startup = self.kind {
             object.literal("failureThreshold", probe.failure_threshold);
         }
         let http_get = object.key("httpGet");
-        let mut http_get = ObjectText::start(http_get);
+        let mut http_get = json_text::Object::start(http_get);
         http_get.string("path", self.path);
         http_get.literal("port", self.port);
         http_get.end();
@@ -208,24 +208,23 @@ enum EnvVar<'a> {
 impl EnvVar<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         match self {
+            EnvVar::Given(value) => json_text::value(out, value),
             EnvVar::Value { name, value } => {
-                out.push(b'{');
-                json_text::key(out, "name");
-                json_text::string(out, name);
-                out.push(b',');
-                json_text::key(out, "value");
-                json_text::string(out, value);
-                out.push(b'}');
+                let mut var = json_text::Object::start(out);
+                var.string("name", name);
+                var.string("value", value);
+                var.end();
             }
             EnvVar::Field { name, field_path } => {
-                out.push(b'{');
-                json_text::key(out, "name");
-                json_text::string(out, name);
-                out.extend_from_slice(br#","valueFrom":{"fieldRef":{"fieldPath":"#);
-                json_text::string(out, field_path);
-                out.extend_from_slice(b"}}}");
+                let mut var = json_text::Object::start(out);
+                var.string("name", name);
+                let mut value_from = json_text::Object::start(var.key("valueFrom"));
+                let mut field_ref = json_text::Object::start(value_from.key("fieldRef"));
+                field_ref.string("fieldPath", field_path);
+                field_ref.end();
+                value_from.end();
+                var.end();
             }
-            EnvVar::Given(value) => json_text::value(out, value),
         }
     }
 }
@@ -326,49 +325,9 @@ struct ProxyContainer<'a> {
     volume_mounts: Vec<Value>,
 }
 
-/// A JSON object written field by field, commas between.
-struct ObjectText<'o> {
-    out: &'o mut Vec<u8>,
-    first: bool,
-}
-
-impl<'o> ObjectText<'o> {
-    fn start(out: &'o mut Vec<u8>) -> Self {
-        out.push(b'{');
-        ObjectText { out, first: true }
-    }
-
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        json_text::key(self.out, key);
-        self.out
-    }
-
-    fn string(&mut self, key: &str, text: &str) {
-        json_text::string(self.key(key), text);
-    }
-
-    fn value(&mut self, key: &str, value: &Value) {
-        json_text::value(self.key(key), value);
-    }
-
-    /// A number or a boolean, written as Rust displays it (which is its JSON text).
-    fn literal(&mut self, key: &str, literal: impl std::fmt::Display) {
-        use std::io::Write;
-        write!(self.key(key), "{literal}").expect("writing into memory cannot fail");
-    }
-
-    fn end(self) {
-        self.out.push(b'}');
-    }
-}
-
 impl ProxyContainer<'_> {
     fn write(&self, out: &mut Vec<u8>) {
-        let mut object = ObjectText::start(out);
+        let mut object = json_text::Object::start(out);
         self.env.write(object.key("env"));
         object.string("image", &self.image);
         object.string("imagePullPolicy", self.image_pull_policy);
@@ -382,7 +341,7 @@ impl ProxyContainer<'_> {
             object.key("ports"),
             [(inbound, "linkerd-proxy"), (admin, "linkerd-admin")],
             |out, (port, name)| {
-                let mut port_object = ObjectText::start(out);
+                let mut port_object = json_text::Object::start(out);
                 port_object.literal("containerPort", port);
                 port_object.string("name", name);
                 port_object.end();
@@ -713,7 +672,7 @@ pub fn init_container(input: &RenderInput<'_>) -> Box<str> {
         (&[OWN_BINARY, "proxy-init"], pull)
     };
     let mut text = Vec::with_capacity(1024);
-    let mut container = ObjectText::start(&mut text);
+    let mut container = json_text::Object::start(&mut text);
     json_text::list(container.key("args"), &args, |out, arg| json_text::string(out, arg));
     json_text::list(container.key("command"), command, |out, part| json_text::string(out, part));
     container.string("image", &image);
@@ -722,9 +681,9 @@ pub fn init_container(input: &RenderInput<'_>) -> Box<str> {
     if let Some(resources) = input.resources() {
         container.value("resources", &resources);
     }
-    let mut security = ObjectText::start(container.key("securityContext"));
+    let mut security = json_text::Object::start(container.key("securityContext"));
     security.literal("allowPrivilegeEscalation", privileged);
-    let mut capabilities = ObjectText::start(security.key("capabilities"));
+    let mut capabilities = json_text::Object::start(security.key("capabilities"));
     json_text::list(capabilities.key("add"), &add, json_text::value);
     if !drop.is_empty() {
         json_text::list(capabilities.key("drop"), &drop, json_text::value);
@@ -735,14 +694,14 @@ pub fn init_container(input: &RenderInput<'_>) -> Box<str> {
     security.literal("runAsGroup", run_as_group);
     security.literal("runAsNonRoot", !init.run_as_root);
     security.literal("runAsUser", run_as_user);
-    let mut seccomp = ObjectText::start(security.key("seccompProfile"));
+    let mut seccomp = json_text::Object::start(security.key("seccompProfile"));
     seccomp.string("type", "RuntimeDefault");
     seccomp.end();
     security.end();
     container.string("terminationMessagePolicy", "FallbackToLogsOnError");
     let mounts = container.key("volumeMounts");
     mounts.push(b'[');
-    let mut xtables = ObjectText::start(mounts);
+    let mut xtables = json_text::Object::start(mounts);
     xtables.string("mountPath", &init.xt_mount_path.mount_path);
     xtables.string("name", &init.xt_mount_path.name);
     xtables.end();
