@@ -19,14 +19,14 @@ impl PatchValue {
 
     /// The value as a tree (parsed from its text).
     pub fn to_value(&self) -> Value {
-        self.tree(&mut ParsedValues::default())
+        serde_json::from_str(&self.0).expect("the engine writes valid JSON")
     }
 
     fn tree(&self, parsed: &mut ParsedValues) -> Value {
         if let Some((_, value)) = parsed.recent.iter().find(|(text, _)| *text == self.0) {
             return value.clone();
         }
-        let value: Value = serde_json::from_str(&self.0).expect("the engine writes valid JSON");
+        let value = self.to_value();
         if parsed.recent.len() == ParsedValues::HELD {
             parsed.recent.remove(0);
         }
